@@ -1,0 +1,83 @@
+// swift-tools-version:6.2
+// fz: zero-trust remote access. See docs/ARCHITECTURE.md for the module graph and its rules:
+// protocol targets (FZCore, STUN, TURN) never import the I/O layer (FZLinux) or any daemon target.
+
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "fz",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "fz-relay", targets: ["fz-relay"]),
+        .library(name: "STUN", targets: ["STUN"]),
+        .library(name: "TURN", targets: ["TURN"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+    ],
+    targets: [
+        // MARK: C libraries and shims
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CIDN", pkgConfig: "libidn", providers: [.apt(["libidn-dev"])]),
+        .target(name: "CFZLinux"),
+
+        // MARK: Pure protocol code (no syscalls beyond libc helpers, time is a parameter)
+        .target(name: "FZCore", swiftSettings: strict),
+        .target(
+            name: "STUN",
+            dependencies: [
+                "FZCore", "CSodium", "CIDN",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TURN",
+            dependencies: ["FZCore", "STUN", "CSodium", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+
+        // MARK: The Linux I/O layer: owns every syscall
+        .target(name: "FZLinux", dependencies: ["FZCore", "CFZLinux", "CSystemd"], swiftSettings: strict),
+
+        // MARK: Daemons (I/O shells) and thin executables
+        .target(
+            name: "FZRelay",
+            dependencies: [
+                "FZCore", "STUN", "TURN", "FZLinux",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "fz-relay", dependencies: ["FZRelay"], swiftSettings: strict),
+
+        // MARK: Tests
+        .target(name: "FZTestSupport", dependencies: ["FZCore"], path: "Tests/FZTestSupport", swiftSettings: strict),
+        .testTarget(name: "FZCoreTests", dependencies: ["FZCore", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "STUNTests", dependencies: ["STUN", "FZTestSupport"], resources: [.copy("Vectors")],
+            swiftSettings: strict),
+        .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "FZLinuxTests", dependencies: ["FZLinux", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "FZRelayTests", dependencies: ["FZRelay", "STUN", "FZLinux", "FZTestSupport"], swiftSettings: strict),
+    ]
+)
