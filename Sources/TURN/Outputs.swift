@@ -1,0 +1,70 @@
+import FZCore
+
+/// The I/O shell's side of relayed sockets. Binding a port is the one effect an Allocate cannot
+/// do without: the server picks the port, the shell tries to bind it and reports whether it
+/// could (another process may hold it), and the server moves on to another port if not.
+public protocol RelaySocketProvider {
+    /// Binds a UDP socket for relaying at `address`; false when that port cannot be had.
+    mutating func openRelay(at address: SocketAddress, dontFragment: Bool) -> Bool
+    /// Closes the relayed socket at `address` (allocation deleted or expired).
+    mutating func closeRelay(at address: SocketAddress)
+}
+
+/// What to do with a datagram that arrived from a client on a listening socket.
+public enum ClientAction: Sendable, Equatable {
+    /// Nothing to send (consumed, or dropped and counted).
+    case none
+    /// Send these bytes back to the client from the listening socket it used.
+    case reply([UInt8])
+    /// Relay part of the input datagram (a ChannelData payload) to a peer, in place:
+    /// `payloadOffset`/`payloadLength` index the bytes given to `handleClient`.
+    case forward(from: SocketAddress, to: SocketAddress, payloadOffset: Int, payloadLength: Int, dontFragment: Bool)
+    /// Relay these bytes (a Send indication's DATA) to a peer.
+    case forwardBytes(from: SocketAddress, to: SocketAddress, bytes: [UInt8], dontFragment: Bool)
+}
+
+/// What to do with a datagram that arrived from a peer on a relayed socket.
+public enum PeerAction: Sendable, Equatable {
+    case none
+    /// Prepend a 4-byte ChannelData header for `channel` to the payload (in the buffer's
+    /// headroom) and send it to the client from `listener`.
+    case channelData(client: SocketAddress, listener: SocketAddress, channel: UInt16)
+    /// Send this Data indication to the client from `listener`.
+    case dataIndication(client: SocketAddress, listener: SocketAddress, bytes: [UInt8])
+}
+
+/// Things worth a log line, drained by the shell with `drainEvents()`.
+public enum ServerEvent: Sendable, Equatable {
+    case allocationCreated(FiveTuple, username: String, relayed: [SocketAddress], lifetime: Duration)
+    case allocationRefreshed(FiveTuple, lifetime: Duration)
+    case allocationDeleted(FiveTuple, reason: DeletionReason)
+
+    public enum DeletionReason: String, Sendable { case refreshedToZero = "refresh 0", expired, policyReload = "reload" }
+}
+
+/// Counters the shell exports as metrics. Everything the server drops is counted here.
+public struct ServerStats: Sendable, Equatable {
+    public var allocationsCreated: UInt64 = 0
+    public var allocationsDeleted: UInt64 = 0
+    public var allocationsExpired: UInt64 = 0
+    public var permissionsCreated: UInt64 = 0
+    public var channelsBound: UInt64 = 0
+    public var bindingRequests: UInt64 = 0
+    public var challenges: UInt64 = 0
+    public var staleNonces: UInt64 = 0
+    public var authFailures: UInt64 = 0
+    public var rateLimited: UInt64 = 0
+    public var errorResponses: UInt64 = 0
+    public var malformedDropped: UInt64 = 0
+    public var unexpectedDropped: UInt64 = 0
+    public var peerDenied: UInt64 = 0
+    public var noPermissionDropped: UInt64 = 0
+    public var noAllocationDropped: UInt64 = 0
+    public var channelDataIn: UInt64 = 0
+    public var sendIndicationsIn: UInt64 = 0
+    public var peerPacketsIn: UInt64 = 0
+    public var relayedBytesToPeers: UInt64 = 0
+    public var relayedBytesToClients: UInt64 = 0
+
+    public init() {}
+}

@@ -1,0 +1,79 @@
+import FZCore
+import STUN
+
+extension TURNServer {
+    /// RFC 8656 §10.2: a Send indication is relayed when the allocation, the permission and the
+    /// peer rules all allow it; otherwise it is silently discarded (and counted).
+    mutating func handleSend(_ m: Message, tuple: FiveTuple, now: Timestamp) -> ClientAction {
+        stats.sendIndicationsIn += 1
+        guard let a = liveAllocation(tuple, now: now) else {
+            stats.noAllocationDropped += 1
+            return .none
+        }
+        guard m.unknownComprehensionRequired.isEmpty, let peer = m.xorPeerAddresses.first, let data = m.data else {
+            stats.malformedDropped += 1
+            return .none
+        }
+        guard let from = a.relayed(for: peer.family) else {
+            stats.unexpectedDropped += 1
+            return .none
+        }
+        guard peerPolicy.permits(peer) else {
+            stats.peerDenied += 1
+            return .none
+        }
+        guard a.hasPermission(peer.ip, now: now) else {
+            stats.noPermissionDropped += 1
+            return .none
+        }
+        stats.relayedBytesToPeers += UInt64(data.count)
+        return .forwardBytes(from: from, to: peer, bytes: data, dontFragment: a.dontFragment || m.dontFragment)
+    }
+
+    /// RFC 8656 §12.5: ChannelData from a client goes to the channel's peer, payload in place.
+    mutating func handleChannelData(_ bytes: UnsafeRawBufferPointer, tuple: FiveTuple, now: Timestamp) -> ClientAction {
+        stats.channelDataIn += 1
+        guard let (n, length) = ChannelData.parse(bytes) else {
+            stats.malformedDropped += 1
+            return .none
+        }
+        guard let a = allocations[tuple], a.expiresAt > now else {
+            stats.noAllocationDropped += 1
+            return .none
+        }
+        guard let ch = a.channels[n], ch.expiresAt > now, let from = a.relayed(for: ch.peer.family) else {
+            stats.unexpectedDropped += 1
+            return .none
+        }
+        guard a.hasPermission(ch.peer.ip, now: now) else {
+            stats.noPermissionDropped += 1
+            return .none
+        }
+        stats.relayedBytesToPeers += UInt64(length)
+        return .forward(from: from, to: ch.peer, payloadOffset: ChannelData.headerSize, payloadLength: length,
+                        dontFragment: a.dontFragment)
+    }
+
+    /// RFC 8656 §11.3 / §12.6: a datagram from a peer reaches the client as ChannelData when a
+    /// channel is bound to that peer, else as a Data indication — but only with a permission.
+    public mutating func handlePeer(_ bytes: UnsafeRawBufferPointer, from peer: SocketAddress, relayed: SocketAddress,
+                                    now: Timestamp) -> PeerAction {
+        stats.peerPacketsIn += 1
+        guard let t = byRelayed[relayed], let a = allocations[t], a.expiresAt > now else {
+            stats.noAllocationDropped += 1
+            return .none
+        }
+        guard a.hasPermission(peer.ip, now: now) else {
+            stats.noPermissionDropped += 1
+            return .none
+        }
+        stats.relayedBytesToClients += UInt64(bytes.count)
+        if let n = a.channelByPeer[peer], let ch = a.channels[n], ch.expiresAt > now {
+            return .channelData(client: t.client, listener: t.listener, channel: n)
+        }
+        let indication = Message(
+            type: MessageType(method: .data, messageClass: .indication), transactionID: .random(),
+            attributes: [.xorPeerAddress(peer), .data(Array(bytes))])
+        return .dataIndication(client: t.client, listener: t.listener, bytes: indication.encode())
+    }
+}
