@@ -60,6 +60,7 @@ public struct ServerStats: Sendable, Equatable {
     public var peerDenied: UInt64 = 0
     public var noPermissionDropped: UInt64 = 0
     public var noAllocationDropped: UInt64 = 0
+    public var oversizeDropped: UInt64 = 0
     public var channelDataIn: UInt64 = 0
     public var sendIndicationsIn: UInt64 = 0
     public var peerPacketsIn: UInt64 = 0

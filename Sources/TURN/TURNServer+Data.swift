@@ -67,13 +67,20 @@ extension TURNServer {
             stats.noPermissionDropped += 1
             return .none
         }
-        stats.relayedBytesToClients += UInt64(bytes.count)
         if let n = a.channelByPeer[peer], let ch = a.channels[n], ch.expiresAt > now {
+            stats.relayedBytesToClients += UInt64(bytes.count)
             return .channelData(client: t.client, listener: t.listener, channel: n)
         }
         let indication = Message(
             type: MessageType(method: .data, messageClass: .indication), transactionID: .random(),
             attributes: [.xorPeerAddress(peer), .data(Array(bytes))])
+        // A peer datagram near 64 KiB does not fit a STUN message with its header and
+        // XOR-PEER-ADDRESS: without a channel it cannot be delivered.
+        guard indication.encodedSize() != nil else {
+            stats.oversizeDropped += 1
+            return .none
+        }
+        stats.relayedBytesToClients += UInt64(bytes.count)
         return .dataIndication(client: t.client, listener: t.listener, bytes: indication.encode())
     }
 }

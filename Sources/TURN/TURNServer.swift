@@ -126,6 +126,7 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
         }
         for (token, r) in reservations where r.expiresAt <= now {
             reservations[token] = nil
+            sockets.closeRelay(at: r.address)
             releasePort(r.address)
         }
     }

@@ -20,7 +20,8 @@ struct AllocationTests {
     @Test("an authenticated allocate gets a relayed address, lifetime and mapped address, signed")
     func allocate() throws {
         var h = Harness()
-        let r = try #require(h.allocate())
+        let rReply = h.allocate()
+        let r = try #require(rReply)
         #expect(r.isSuccess)
         let relayed = try #require(r.xorRelayedAddresses.first)
         #expect(relayed.ip == relayV4)
@@ -60,7 +61,8 @@ struct AllocationTests {
         var h = Harness()
         let old = h.nonce()
         h.advance(seconds: 601)
-        let r = try #require(h.authed(.allocate, [.requestedTransport(17)], nonce: old))
+        let rReply = h.authed(.allocate, [.requestedTransport(17)], nonce: old)
+        let r = try #require(rReply)
         #expect(r.code == 438)
         let fresh = try #require(r.nonce)
         #expect(fresh != old)
@@ -78,8 +80,10 @@ struct AllocationTests {
     func retransmissionAndMismatch() throws {
         var h = Harness()
         let tid = TransactionID.random()
-        let first = try #require(h.authed(.allocate, [.requestedTransport(17)], transactionID: tid))
-        let again = try #require(h.authed(.allocate, [.requestedTransport(17)], transactionID: tid))
+        let firstReply = h.authed(.allocate, [.requestedTransport(17)], transactionID: tid)
+        let first = try #require(firstReply)
+        let againReply = h.authed(.allocate, [.requestedTransport(17)], transactionID: tid)
+        let again = try #require(againReply)
         #expect(first.xorRelayedAddresses == again.xorRelayedAddresses)
         #expect(h.server.allocationCount == 1)
         #expect(h.allocate()?.code == 437)
@@ -103,7 +107,8 @@ struct AllocationTests {
     @Test("when not refreshed the allocation expires and its socket is closed")
     func expiry() throws {
         var h = Harness()
-        let relayed = try #require(h.allocate()?.xorRelayedAddresses.first)
+        let relayedReply = h.allocate()?.xorRelayedAddresses.first
+        let relayed = try #require(relayedReply)
         h.advance(seconds: 599)
         #expect(h.server.allocationCount == 1)
         h.advance(seconds: 2)
@@ -116,7 +121,8 @@ struct AllocationTests {
     @Test("when refreshed in time the allocation does not expire")
     func refreshedInTime() throws {
         var h = Harness()
-        _ = try #require(h.allocate())
+        let unusedReply = h.allocate()
+        _ = try #require(unusedReply)
         h.advance(seconds: 500)
         #expect(h.authed(.refresh, [.lifetime(600)])?.lifetime == 600)
         h.advance(seconds: 500)
@@ -128,8 +134,10 @@ struct AllocationTests {
     @Test("a refresh with lifetime zero deletes the allocation and frees its port")
     func refreshZero() throws {
         var h = Harness()
-        let relayed = try #require(h.allocate()?.xorRelayedAddresses.first)
-        let r = try #require(h.authed(.refresh, [.lifetime(0)]))
+        let relayedReply = h.allocate()?.xorRelayedAddresses.first
+        let relayed = try #require(relayedReply)
+        let rReply = h.authed(.refresh, [.lifetime(0)])
+        let r = try #require(rReply)
         #expect(r.isSuccess && r.lifetime == 0)
         #expect(h.server.allocationCount == 0)
         #expect(h.server.sockets.closed == [relayed])
@@ -145,21 +153,24 @@ struct AllocationTests {
     @Test("a refresh by another user of the same 5-tuple gets 441")
     func wrongCredentials() throws {
         var h = Harness()
-        _ = try #require(h.allocate())
+        let unusedReply = h.allocate()
+        _ = try #require(unusedReply)
         #expect(h.authed(.refresh, user: "bob", password: "hunter2")?.code == 441)
     }
 
     @Test("a refresh asking for a family the allocation lacks gets 443")
     func refreshFamilyMismatch() throws {
         var h = Harness()
-        _ = try #require(h.allocate())
+        let unusedReply = h.allocate()
+        _ = try #require(unusedReply)
         #expect(h.authed(.refresh, [.requestedAddressFamily(.v6)])?.code == 443)
     }
 
     @Test("an IPv6 allocation is served from the IPv6 relay address")
     func ipv6() throws {
         var h = Harness()
-        let r = try #require(h.allocate([.requestedTransport(17), .requestedAddressFamily(.v6)]))
+        let rReply = h.allocate([.requestedTransport(17), .requestedAddressFamily(.v6)])
+        let r = try #require(rReply)
         #expect(r.xorRelayedAddresses.map(\.ip) == [relayV6])
     }
 
@@ -172,7 +183,8 @@ struct AllocationTests {
     @Test("a dual-stack allocation gets one IPv4 and one IPv6 relayed address")
     func dualStack() throws {
         var h = Harness()
-        let r = try #require(h.allocate([.requestedTransport(17), .additionalAddressFamily(.v6)]))
+        let rReply = h.allocate([.requestedTransport(17), .additionalAddressFamily(.v6)])
+        let r = try #require(rReply)
         #expect(r.isSuccess)
         #expect(r.xorRelayedAddresses.map(\.ip) == [relayV4, relayV6])
         #expect(h.server.sockets.open.count == 2)
@@ -181,7 +193,8 @@ struct AllocationTests {
     @Test("a dual-stack allocation on an IPv4-only relay succeeds partially with ADDRESS-ERROR-CODE 440")
     func dualStackPartial() throws {
         var h = Harness(dualStack: false)
-        let r = try #require(h.allocate([.requestedTransport(17), .additionalAddressFamily(.v6)]))
+        let rReply = h.allocate([.requestedTransport(17), .additionalAddressFamily(.v6)])
+        let r = try #require(rReply)
         #expect(r.isSuccess)
         #expect(r.xorRelayedAddresses.map(\.ip) == [relayV4])
         #expect(r.attributes.contains(.addressErrorCode(family: .v6, .addressFamilyNotSupported)))
@@ -199,13 +212,15 @@ struct AllocationTests {
     @Test("EVEN-PORT gives an even port; with R the next port is reserved for the returned token")
     func evenPortReservation() throws {
         var h = Harness()
-        let r = try #require(h.allocate([.requestedTransport(17), .evenPort(reserve: true)]))
+        let rReply = h.allocate([.requestedTransport(17), .evenPort(reserve: true)])
+        let r = try #require(rReply)
         let relayed = try #require(r.xorRelayedAddresses.first)
         #expect(relayed.port % 2 == 0)
         let token = try #require(r.reservationToken)
         #expect(h.server.reservationCount == 1)
         let bob = SocketAddress("203.0.113.6:41000")!
-        let second = try #require(h.allocate([.requestedTransport(17), .reservationToken(token)], from: bob))
+        let secondReply = h.allocate([.requestedTransport(17), .reservationToken(token)], from: bob)
+        let second = try #require(secondReply)
         #expect(second.xorRelayedAddresses.first?.port == relayed.port + 1)
         #expect(h.server.reservationCount == 0)
         // A token works once.
@@ -216,7 +231,8 @@ struct AllocationTests {
     @Test("an unused reservation expires after 30 seconds and its socket is closed")
     func reservationExpiry() throws {
         var h = Harness()
-        let r = try #require(h.allocate([.requestedTransport(17), .evenPort(reserve: true)]))
+        let rReply = h.allocate([.requestedTransport(17), .evenPort(reserve: true)])
+        let r = try #require(rReply)
         let token = try #require(r.reservationToken)
         h.advance(seconds: 31)
         #expect(h.server.reservationCount == 0)
@@ -228,7 +244,8 @@ struct AllocationTests {
     @Test("EVEN-PORT without R gives an even port and no token")
     func evenPortNoReserve() throws {
         var h = Harness()
-        let r = try #require(h.allocate([.requestedTransport(17), .evenPort(reserve: false)]))
+        let rReply = h.allocate([.requestedTransport(17), .evenPort(reserve: false)])
+        let r = try #require(rReply)
         #expect(r.xorRelayedAddresses.first!.port % 2 == 0)
         #expect(r.reservationToken == nil)
     }
@@ -237,14 +254,16 @@ struct AllocationTests {
     func bindFailureRetries() throws {
         var h = Harness(config: { $0.portRange = 50000...50001 })
         h.server.sockets.refuse = [50000]
-        let r = try #require(h.allocate())
+        let rReply = h.allocate()
+        let r = try #require(rReply)
         #expect(r.xorRelayedAddresses.first?.port == 50001)
     }
 
     @Test("an exhausted port range gets 508")
     func insufficientCapacity() throws {
         var h = Harness(config: { $0.portRange = 50000...50000 })
-        _ = try #require(h.allocate())
+        let unusedReply = h.allocate()
+        _ = try #require(unusedReply)
         #expect(h.allocate(from: SocketAddress("203.0.113.5:2")!)?.code == 508)
     }
 
@@ -263,7 +282,8 @@ struct AllocationTests {
     @Test("an unknown comprehension-required attribute gets 420 listing it")
     func unknownAttribute() throws {
         var h = Harness()
-        let r = try #require(h.allocate([.requestedTransport(17), .unknown(type: 0x0077, value: [1, 2, 3, 4])]))
+        let rReply = h.allocate([.requestedTransport(17), .unknown(type: 0x0077, value: [1, 2, 3, 4])])
+        let r = try #require(rReply)
         #expect(r.code == 420)
         #expect(r.attributes.contains(.unknownAttributes([0x0077])))
     }
@@ -298,7 +318,8 @@ struct AllocationTests {
     @Test("a binding request gets the client's reflexive address without authentication")
     func binding() throws {
         var h = Harness()
-        let r = try #require(h.request(.binding))
+        let rReply = h.request(.binding)
+        let r = try #require(rReply)
         #expect(r.isSuccess)
         #expect(r.xorMappedAddress == alice)
     }

@@ -46,7 +46,8 @@ struct CredentialTests {
             attributes: [.requestedTransport(17), .username("alice"), .realm(realm), .nonce(nonce),
                          .passwordAlgorithms([.sha256, .md5]), .passwordAlgorithm(.sha256)])
         let key = LongTermCredentials.key(username: "alice", realm: realm, password: "secret", algorithm: .sha256)
-        let r = try #require(h.reply(h.send(m.encode(integrity: MessageIntegrity(key: key, algorithm: .sha256)))))
+        let rReply = h.reply(h.send(m.encode(integrity: MessageIntegrity(key: key, algorithm: .sha256))))
+        let r = try #require(rReply)
         #expect(r.isSuccess)
         #expect(r.checkIntegrity(key: key) == .valid(.sha256))
     }
@@ -72,7 +73,8 @@ struct CredentialTests {
             attributes: [.requestedTransport(17), .userhash(LongTermCredentials.userhash(username: "alice", realm: realm)),
                          .realm(realm), .nonce(nonce), .passwordAlgorithms([.sha256, .md5]), .passwordAlgorithm(.sha256)])
         let key = LongTermCredentials.key(username: "alice", realm: realm, password: "secret", algorithm: .sha256)
-        let r = try #require(h.reply(h.send(m.encode(integrity: MessageIntegrity(key: key, algorithm: .sha256)))))
+        let rReply = h.reply(h.send(m.encode(integrity: MessageIntegrity(key: key, algorithm: .sha256))))
+        let r = try #require(rReply)
         #expect(r.isSuccess)
         #expect(h.server.allocationCount(forUser: "alice") == 1)
     }

@@ -88,7 +88,14 @@ struct Harness {
             type: MessageType(method: method, messageClass: .request), transactionID: transactionID,
             attributes: attrs + [.username(user), .realm(realm), .nonce(n)])
         let key = LongTermCredentials.key(username: user, realm: realm, password: password)
-        return reply(send(m.encode(integrity: MessageIntegrity(key: key, algorithm: algorithm), fingerprint: fingerprint), from: from))
+        let r = reply(send(m.encode(integrity: MessageIntegrity(key: key, algorithm: algorithm), fingerprint: fingerprint), from: from))
+        // Like a real client: a stale cached nonce is replaced by the one in the 438 and the request retried.
+        if nonce == nil, r?.code == 438, let fresh = r?.nonce {
+            cachedNonces[from] = fresh
+            return authed(method, attrs, user: user, password: password, from: from, transactionID: .random(),
+                          nonce: fresh, algorithm: algorithm, fingerprint: fingerprint)
+        }
+        return r
     }
 
     mutating func allocate(_ attrs: [Attribute] = [.requestedTransport(17)], user: String = "alice",

@@ -48,7 +48,7 @@ struct RelayingTests {
     @Test("permissions expire after 300 seconds unless refreshed")
     func permissionExpiry() {
         var h = Harness()
-        let relayed = Self.allocated(&h)
+        let relayed = Self.allocated(&h, [.requestedTransport(17), .lifetime(3600)])
         _ = h.authed(.createPermission, [.xorPeerAddress(publicPeer)])
         h.advance(seconds: 299)
         #expect(h.fromPeer([1], peer: publicPeer, relayed: relayed) != .none)
@@ -88,6 +88,17 @@ struct RelayingTests {
         #expect(h.authed(.createPermission, [.xorPeerAddress(SocketAddress("8.8.8.3:1")!)])?.code == 508)
     }
 
+    @Test("channel numbers of RFC 5766's wider range (coturn's clients use them) work")
+    func legacyChannelRange() {
+        var h = Harness()
+        let relayed = Self.allocated(&h)
+        #expect(h.authed(.channelBind, [.channelNumber(0x6D7D), .xorPeerAddress(publicPeer)])?.isSuccess == true)
+        #expect(h.send(channelData(0x6D7D, [5]))
+                == .forward(from: relayed, to: publicPeer, payloadOffset: 4, payloadLength: 1, dontFragment: false))
+        #expect(h.fromPeer([1], peer: publicPeer, relayed: relayed)
+                == .channelData(client: alice, listener: listener, channel: 0x6D7D))
+    }
+
     @Test("a bound channel carries ChannelData both ways, payload in place")
     func channels() {
         var h = Harness()
@@ -121,7 +132,7 @@ struct RelayingTests {
         _ = Self.allocated(&h)
         let other = SocketAddress("8.8.4.4:5000")!
         #expect(h.authed(.channelBind, [.channelNumber(0x3FFF), .xorPeerAddress(publicPeer)])?.code == 400)
-        #expect(h.authed(.channelBind, [.channelNumber(0x5000), .xorPeerAddress(publicPeer)])?.code == 400)
+        #expect(h.authed(.channelBind, [.channelNumber(0x8000), .xorPeerAddress(publicPeer)])?.code == 400)
         #expect(h.authed(.channelBind, [.channelNumber(0x4001)])?.code == 400)
         #expect(h.authed(.channelBind, [.channelNumber(0x4001), .xorPeerAddress(publicPeer)])?.isSuccess == true)
         #expect(h.authed(.channelBind, [.channelNumber(0x4001), .xorPeerAddress(publicPeer)])?.isSuccess == true,
@@ -163,7 +174,8 @@ struct RelayingTests {
     @Test("traffic of a dual-stack allocation leaves from the relayed address of the peer's family")
     func dualStackData() throws {
         var h = Harness()
-        let r = try #require(h.allocate([.requestedTransport(17), .additionalAddressFamily(.v6)]))
+        let rReply = h.allocate([.requestedTransport(17), .additionalAddressFamily(.v6)])
+        let r = try #require(rReply)
         let v6 = try #require(r.xorRelayedAddresses.first { $0.family == .v6 })
         _ = h.authed(.createPermission, [.xorPeerAddress(publicPeer6)])
         #expect(h.send(sendIndication(to: publicPeer6, [1]))
