@@ -1,0 +1,28 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import FZCore
+
+/// CLOCK_MONOTONIC as a `Timestamp`. The one clock protocol state machines are driven by: it never
+/// jumps with NTP or the administrator (it does stop during suspend, which is what timers want).
+public enum MonotonicClock {
+    public static func now() -> Timestamp {
+        var ts = timespec()
+        let rc = clock_gettime(CLOCK_MONOTONIC, &ts)
+        // Cannot fail for CLOCK_MONOTONIC with a valid pointer; checked, not assumed.
+        precondition(rc == 0, "clock_gettime(CLOCK_MONOTONIC) failed")
+        return Timestamp(nanoseconds: UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec))
+    }
+}
+
+/// CLOCK_REALTIME, for values that cross machines: TURN REST usernames carry a unix expiry time
+/// (`<unix-expiry>:<id>`). Never use it for timeouts; it can jump.
+public enum WallClock {
+    /// Seconds since the unix epoch (0 if the clock is set before 1970).
+    public static func unixSeconds() -> UInt64 {
+        var ts = timespec()
+        let rc = clock_gettime(CLOCK_REALTIME, &ts)
+        precondition(rc == 0, "clock_gettime(CLOCK_REALTIME) failed")
+        return ts.tv_sec < 0 ? 0 : UInt64(ts.tv_sec)
+    }
+}
