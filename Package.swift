@@ -77,7 +77,6 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZLinuxTests", dependencies: ["FZLinux", "FZTestSupport"], swiftSettings: strict),
-        .testTarget(
-            name: "FZRelayTests", dependencies: ["FZRelay", "STUN", "FZLinux", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "FZRelayTests", dependencies: ["FZRelay", "TURN", "FZTestSupport"], swiftSettings: strict),
     ]
 )
