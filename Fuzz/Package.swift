@@ -1,0 +1,16 @@
+// swift-tools-version:6.2
+// libFuzzer targets for the STUN decoder and the TURN state machine. A separate package so the
+// main build never needs -sanitize=fuzzer. Build and run with scripts/fuzz.sh.
+import PackageDescription
+
+let package = Package(
+    name: "fz-fuzz",
+    platforms: [.macOS(.v15)],
+    dependencies: [.package(name: "fz", path: "..")],
+    targets: [
+        .executableTarget(
+            name: "fz-fuzz-turn",
+            dependencies: [.product(name: "STUN", package: "fz"), .product(name: "TURN", package: "fz")]
+        )
+    ]
+)

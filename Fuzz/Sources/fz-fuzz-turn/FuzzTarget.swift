@@ -1,0 +1,91 @@
+import FZCore
+import STUN
+import TURN
+
+/// libFuzzer entry point. The first byte picks what is fuzzed:
+/// - even: `Message.decode` on the rest, and a re-encode of whatever decodes;
+/// - odd: the rest, split at 0xFF 0xFE markers into datagrams, fed to a TURN server through
+///   one 5-tuple that already holds an authenticated allocation with a channel and a
+///   permission, alternating client and peer directions, with time moving on.
+/// Any crash, trap or sanitizer report is a finding.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    guard size > 0 else { return 0 }
+    let bytes = UnsafeRawBufferPointer(start: data + 1, count: size - 1)
+    if data[0] & 1 == 0 {
+        if let m = try? Message.decode(bytes) {
+            _ = m.encode(integrity: MessageIntegrity(key: [1, 2, 3]), fingerprint: true)
+            _ = m.checkIntegrity(key: [1, 2, 3])
+            _ = m.unknownComprehensionRequired
+        }
+        _ = ChannelData.parse(bytes)
+        return 0
+    }
+    var h = Scenario.shared
+    var now = Timestamp.seconds(100)
+    var start = 0
+    var toPeer = true
+    let end = bytes.count
+    var i = 0
+    while i <= end {
+        let atMarker = i + 1 < end && bytes[i] == 0xFF && bytes[i + 1] == 0xFE
+        if atMarker || i == end {
+            let chunk = UnsafeRawBufferPointer(rebasing: bytes[start..<i])
+            if toPeer {
+                _ = h.server.handleClient(chunk, from: Scenario.client, listener: Scenario.listener, now: now)
+            } else {
+                _ = h.server.handlePeer(chunk, from: Scenario.peer, relayed: h.relayed, now: now)
+            }
+            toPeer.toggle()
+            now = now + .milliseconds(Int64(chunk.first ?? 0) * 37)
+            if h.server.nextDeadline <= now { h.server.handleTimeout(now: now) }
+            start = i + 2
+            i += 2
+        } else {
+            i += 1
+        }
+    }
+    return 0
+}
+
+struct NullSockets: RelaySocketProvider {
+    mutating func openRelay(at address: SocketAddress, dontFragment: Bool) -> Bool { true }
+    mutating func closeRelay(at address: SocketAddress) {}
+}
+
+/// A server holding one allocation, built once and copied for each input (value semantics keep
+/// runs independent).
+struct Scenario {
+    static let client = SocketAddress("203.0.113.5:40000")!
+    static let listener = SocketAddress("198.51.100.1:3478")!
+    static let peer = SocketAddress("8.8.8.8:5000")!
+    nonisolated(unsafe) static let shared = Scenario()  // libFuzzer calls from one thread
+
+    var server: TURNServer<NullSockets>
+    var relayed: SocketAddress
+
+    init() {
+        let realm = "fuzz"
+        server = TURNServer(
+            config: ServerConfig(realm: realm, relayAddresses: [RelayAddress(bind: IPAddress("198.51.100.1")!)]),
+            credentials: CredentialStore(realm: realm, users: ["u": "p"], secrets: ["s"]),
+            sockets: NullSockets(), nonceSecret: Array(repeating: 7, count: 32))
+        let now = Timestamp.seconds(100)
+        func request(_ server: inout TURNServer<NullSockets>, _ method: STUN.Method, _ attrs: [Attribute], nonce: String?) -> Message? {
+            var all = attrs
+            var integrity: MessageIntegrity?
+            if let n = nonce {
+                all += [.username("u"), .realm(realm), .nonce(n)]
+                integrity = MessageIntegrity(key: LongTermCredentials.key(username: "u", realm: realm, password: "p"))
+            }
+            let m = Message(type: MessageType(method: method, messageClass: .request), transactionID: .random(), attributes: all)
+            let bytes = m.encode(integrity: integrity)
+            let action = bytes.withUnsafeBytes { server.handleClient($0, from: Self.client, listener: Self.listener, now: now) }
+            guard case .reply(let r) = action else { return nil }
+            return try? Message.decode(r)
+        }
+        let nonce = request(&server, .allocate, [.requestedTransport(17)], nonce: nil)!.nonce!
+        relayed = request(&server, .allocate, [.requestedTransport(17)], nonce: nonce)!.xorRelayedAddresses[0]
+        _ = request(&server, .channelBind, [.channelNumber(0x4001), .xorPeerAddress(Self.peer)], nonce: nonce)
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: unit and scenario tests (swift test), the interop suite against real peers
+# (coturn's clients, aioice) and the fuzz smoke run. README's second set-up command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+echo "== swift build" >&2
+swift build --product fz-relay
+export FZ_RELAY_BIN="$(swift build --show-bin-path)/fz-relay"
+echo "== swift test" >&2
+swift test
+echo "== fuzz smoke (libFuzzer)" >&2
+scripts/fuzz.sh "${FZ_FUZZ_RUNS:-100000}"
+echo "== interop (coturn clients, aioice, storm, daemon contract)" >&2
+python3 -m pytest -q Tests/interop
