@@ -1,4 +1,5 @@
 import CFZLinux
+import FZCore
 
 /// Probes and setters for UDP offloads, for the send/receive paths that will batch with them.
 ///
@@ -22,4 +23,27 @@ public enum SocketOptions {
     public static func setUDPGRO(_ socket: UDPSocket, enabled: Bool) throws(SystemError) {
         try UDPSocket.setOption(socket.fd, CFZ_SOL_UDP, CFZ_UDP_GRO, enabled ? 1 : 0, "setsockopt(UDP_GRO)")
     }
+
+    /// Sets the Don't Fragment bit on every datagram the socket sends (path MTU discovery "do"):
+    /// what a TURN client asks for with DONT-FRAGMENT (RFC 8656 §7.2). Oversized sends then fail
+    /// with EMSGSIZE instead of being fragmented.
+    public static func setDontFragment(_ socket: UDPSocket) throws(SystemError) {
+        switch socket.localAddress.family {
+        case .v4:
+            try UDPSocket.setOption(socket.fd, CFZ_IPPROTO_IP, CFZ_IP_MTU_DISCOVER, CFZ_IP_PMTUDISC_DO, "setsockopt(IP_MTU_DISCOVER)")
+        case .v6:
+            try UDPSocket.setOption(socket.fd, CFZ_IPPROTO_IPV6, CFZ_IPV6_MTU_DISCOVER, CFZ_IPV6_PMTUDISC_DO, "setsockopt(IPV6_MTU_DISCOVER)")
+        }
+    }
+
+    /// The socket's path-MTU discovery mode (`IP_MTU_DISCOVER` / `IPV6_MTU_DISCOVER`).
+    public static func mtuDiscoveryMode(_ socket: UDPSocket) throws(SystemError) -> Int32 {
+        switch socket.localAddress.family {
+        case .v4: try UDPSocket.getOption(socket.fd, CFZ_IPPROTO_IP, CFZ_IP_MTU_DISCOVER, "getsockopt(IP_MTU_DISCOVER)")
+        case .v6: try UDPSocket.getOption(socket.fd, CFZ_IPPROTO_IPV6, CFZ_IPV6_MTU_DISCOVER, "getsockopt(IPV6_MTU_DISCOVER)")
+        }
+    }
+
+    /// The value `setDontFragment` sets.
+    public static var dontFragmentMode: Int32 { CFZ_IP_PMTUDISC_DO }
 }

@@ -295,7 +295,7 @@ final class RelaySocketTable {
         let socket: UDPSocket
         do {
             socket = try UDPSocket(bindingTo: address)
-            _ = dontFragment  // TODO(df): SocketOptions.setDontFragment once FZLinux has it
+            if dontFragment { try SocketOptions.setDontFragment(socket) }
             try loop.register(fd: socket.fd) { [unowned self, unowned socket] _ in self.onPeerReadable?(socket) }
         } catch {
             bindFailures += 1

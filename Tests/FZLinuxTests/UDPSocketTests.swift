@@ -149,4 +149,15 @@ struct SocketOptionsTests {
             try SocketOptions.setUDPGRO(socket, enabled: false)
         }
     }
+
+    @Test("Don't Fragment is set on IPv4 and IPv6 sockets and oversized sends then fail instead of fragmenting")
+    func dontFragment() throws {
+        for address in [loopbackV4, loopbackV6] {
+            let socket = try UDPSocket(bindingTo: address)
+            defer { socket.close() }
+            #expect(try SocketOptions.mtuDiscoveryMode(socket) != SocketOptions.dontFragmentMode)
+            try SocketOptions.setDontFragment(socket)
+            #expect(try SocketOptions.mtuDiscoveryMode(socket) == SocketOptions.dontFragmentMode)
+        }
+    }
 }

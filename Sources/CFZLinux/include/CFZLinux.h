@@ -90,6 +90,12 @@ extern const int CFZ_SO_RCVBUFFORCE;
 extern const int CFZ_SO_SNDBUFFORCE;
 extern const int CFZ_IPPROTO_IPV6;
 extern const int CFZ_IPV6_V6ONLY;
+/* Path MTU discovery: IP_PMTUDISC_DO sets DF on every datagram (TURN DONT-FRAGMENT, RFC 8656 §7.2). */
+extern const int CFZ_IPPROTO_IP;
+extern const int CFZ_IP_MTU_DISCOVER;
+extern const int CFZ_IP_PMTUDISC_DO;
+extern const int CFZ_IPV6_MTU_DISCOVER;
+extern const int CFZ_IPV6_PMTUDISC_DO;
 extern const int CFZ_IPPROTO_UDP;
 extern const int CFZ_SOL_UDP;
 /// UDP_SEGMENT (GSO, Linux 4.18): setsockopt/cmsg value is the segment size as uint16_t.
