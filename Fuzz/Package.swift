@@ -8,9 +8,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [.package(name: "fz", path: "..")],
     targets: [
+        .target(name: "CFuzzerDriver"),
         .executableTarget(
             name: "fz-fuzz-turn",
-            dependencies: [.product(name: "STUN", package: "fz"), .product(name: "TURN", package: "fz")]
-        )
+            dependencies: ["CFuzzerDriver", .product(name: "STUN", package: "fz"), .product(name: "TURN", package: "fz")]
+        ),
     ]
 )

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 runs=${1:-200000}
 scratch=.build-fuzz
 swift build -c release --package-path Fuzz --scratch-path "$scratch" \
-    -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >&2
-bin=$(swift build -c release --package-path Fuzz --scratch-path "$scratch" --show-bin-path)/fz-fuzz-turn
+    -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld >&2
+bin=$(swift build -c release --package-path Fuzz --scratch-path "$scratch" -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld --show-bin-path)/fz-fuzz-turn
 corpus=$(mktemp -d)
 trap 'rm -rf "$corpus"' EXIT
 # Seed with the RFC 5769 vectors (decoder mode: first byte even).

@@ -64,7 +64,7 @@ public struct CredentialStore: Sendable {
         bytes.withUnsafeBufferPointer { b in
             _ = sodium_bin2base64(&out, outLen, b.baseAddress, b.count, sodium_base64_VARIANT_ORIGINAL)
         }
-        return String(cString: out)
+        return String(decoding: out.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

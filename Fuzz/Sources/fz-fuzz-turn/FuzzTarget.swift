@@ -2,14 +2,13 @@ import FZCore
 import STUN
 import TURN
 
-/// libFuzzer entry point. The first byte picks what is fuzzed:
+/// One libFuzzer input. The first byte picks what is fuzzed:
 /// - even: `Message.decode` on the rest, and a re-encode of whatever decodes;
 /// - odd: the rest, split at 0xFF 0xFE markers into datagrams, fed to a TURN server through
 ///   one 5-tuple that already holds an authenticated allocation with a channel and a
 ///   permission, alternating client and peer directions, with time moving on.
 /// Any crash, trap or sanitizer report is a finding.
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
     let bytes = UnsafeRawBufferPointer(start: data + 1, count: size - 1)
     if data[0] & 1 == 0 {
