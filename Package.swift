@@ -14,6 +14,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "fz-relay", targets: ["fz-relay"]),
+        .executable(name: "fz-turnbench", targets: ["fz-turnbench"]),
         .library(name: "STUN", targets: ["STUN"]),
         .library(name: "TURN", targets: ["TURN"]),
     ],
@@ -25,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // MARK: C libraries and shims
@@ -48,6 +50,7 @@ let package = Package(
             dependencies: ["FZCore", "STUN", "CSodium", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
+        .target(name: "WireGuard", dependencies: ["FZCore", "CSodium"], swiftSettings: strict),
 
         // MARK: The Linux I/O layer: owns every syscall
         .target(name: "FZLinux", dependencies: ["FZCore", "CFZLinux", "CSystemd"], swiftSettings: strict),
@@ -69,6 +72,18 @@ let package = Package(
         ),
         .executableTarget(name: "fz-relay", dependencies: ["FZRelay"], swiftSettings: strict),
 
+        // MARK: Benchmark tools (scripts/bench-relay.sh)
+        .executableTarget(
+            name: "fz-turnbench",
+            dependencies: [
+                "FZCore", "STUN", "FZLinux",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "fz-forwarder", dependencies: ["FZCore", "FZLinux"], swiftSettings: strict),
+
         // MARK: Tests
         .target(name: "FZTestSupport", dependencies: ["FZCore"], path: "Tests/FZTestSupport", swiftSettings: strict),
         .testTarget(name: "FZCoreTests", dependencies: ["FZCore", "FZTestSupport"], swiftSettings: strict),
@@ -76,7 +91,9 @@ let package = Package(
             name: "STUNTests", dependencies: ["STUN", "FZTestSupport"], resources: [.copy("Vectors")],
             swiftSettings: strict),
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZLinuxTests", dependencies: ["FZLinux", "FZTestSupport"], swiftSettings: strict),
-        .testTarget(name: "FZRelayTests", dependencies: ["FZRelay", "TURN", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "FZRelayTests", dependencies: ["FZRelay", "TURN", "STUN", "FZLinux", "FZTestSupport"], swiftSettings: strict),
     ]
 )

@@ -26,3 +26,9 @@ public enum WallClock {
         return ts.tv_sec < 0 ? 0 : UInt64(ts.tv_sec)
     }
 }
+
+/// Facts about the machine the daemon runs on.
+public enum SystemInfo {
+    /// Processors online now (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1.
+    public static var onlineProcessors: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+}

@@ -73,6 +73,9 @@ public struct RelayCommand: AsyncParsableCommand {
     @Flag(help: "Allow relaying to 127.0.0.0/8 and ::1 (tests and labs only).")
     var allowLoopbackPeers = false
 
+    @Option(help: "Event-loop threads; each owns the allocations it creates (default: one per online processor).")
+    var threads: Int?
+
     @Option(help: "Unauthenticated replies per second per source address (0 disables the limit).")
     var unauthRate: Double = 10
 

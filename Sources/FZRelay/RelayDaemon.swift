@@ -18,37 +18,37 @@ struct RelayDaemon {
     func run() async throws {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let metrics = RelayMetrics(registry: registry)
-        let health = HealthState()
-
-        let loop: EventLoop
-        let runtime: RelayRuntime
+        let metrics = RelayMetrics(registry: registry, shards: settings.threads)
+        let health = HealthState(shards: settings.threads)
+        let directory = ShardDirectory(shards: settings.threads)
+        let shards: [LoopConfined<RelayShard>]
         do {
-            loop = try EventLoop()
-            runtime = try RelayRuntime(settings: settings, loop: loop, logger: logger, metrics: metrics)
-            try runtime.register()
+            shards = try Self.makeShards(settings: settings, directory: directory, metrics: metrics, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitError(message: "fz-relay: cannot start: \(error)")
         }
-        runtime.watchdogInterval = SystemdNotifier.watchdogInterval
-        let confined = LoopConfined(runtime)
-        let listening = runtime.listeningAddresses.map(\.description).sorted().joined(separator: ", ")
+        let listening = shards[0].value.listeningAddresses.map(\.description).sorted().joined(separator: ", ")
         let relayIPs = settings.relayAddresses.map { "\($0.bind)" + ($0.advertised != $0.bind ? " (as \($0.advertised))" : "") }
-        // Readiness is declared from inside the loop, so READY=1 means the sockets are being served.
-        loop.execute {
-            health.ready.store(true, ordering: .releasing)
-            SystemdNotifier.notify("READY=1\nSTATUS=listening on \(listening)")
-            confined.value.logger.notice("fz-relay ready", metadata: [
-                "listening": "\(listening)", "relay-ip": "\(relayIPs.joined(separator: ", "))",
-                "ports": "\(settings.portRange.lowerBound)-\(settings.portRange.upperBound)", "realm": "\(settings.realm)",
-            ])
+        let threads = settings.threads
+        var handles: [EventLoopThread] = []
+        for s in shards {
+            // Readiness is declared from inside the loops, so READY=1 means every shard is serving.
+            s.value.loop.execute {
+                guard health.shardStarted() else { return }
+                SystemdNotifier.notify("READY=1\nSTATUS=listening on \(listening) with \(threads) threads")
+                s.value.logger.notice("fz-relay ready", metadata: [
+                    "listening": "\(listening)", "relay-ip": "\(relayIPs.joined(separator: ", "))",
+                    "ports": "\(settings.portRange.lowerBound)-\(settings.portRange.upperBound)", "realm": "\(settings.realm)",
+                    "threads": "\(threads)",
+                ])
+            }
+            handles.append(try s.value.loop.start(name: "fz-relay-\(s.value.index)"))
         }
-        let thread = try loop.start(name: "fz-relay-loop")
 
         var services: [any Service] = [
-            LoopService(loop: loop, thread: thread, runtime: confined, health: health, logger: logger),
-            ReloadService(settings: settings, loop: loop, runtime: confined, logger: logger),
+            LoopService(shards: shards, threads: handles, health: health, logger: logger),
+            ReloadService(settings: settings, shards: shards, logger: logger),
         ]
         if let address = settings.metricsListen {
             services.append(MetricsEndpoint.application(address: address, metrics: metrics, health: health, logger: logger))
@@ -56,6 +56,28 @@ struct RelayDaemon {
         let group = ServiceGroup(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
         try await group.run()
+    }
+}
+
+extension RelayDaemon {
+    /// Binds every shard's sockets and registers them with its (not yet running) loop.
+    static func makeShards(settings: RelaySettings, directory: ShardDirectory, metrics: RelayMetrics, logger: Logger)
+        throws(SystemError) -> [LoopConfined<RelayShard>]
+    {
+        // One nonce secret for all shards: a nonce issued by one is valid at the others.
+        let nonceSecret = NonceIssuer.randomSecret()
+        var shards: [LoopConfined<RelayShard>] = []
+        for i in 0..<settings.threads {
+            let loop = try EventLoop()
+            let shard = try RelayShard(
+                index: i, settings: settings, directory: directory, nonceSecret: nonceSecret, loop: loop,
+                logger: logger, metrics: metrics)
+            try shard.register()
+            shard.watchdogInterval = SystemdNotifier.watchdogInterval
+            shards.append(LoopConfined(shard))
+        }
+        for s in shards { s.value.shards = shards }
+        return shards
     }
 }
 
@@ -75,13 +97,24 @@ final class LoopConfined<T>: @unchecked Sendable {
 /// What /healthz and /readyz report.
 final class HealthState: Sendable {
     let ready = Atomic<Bool>(false)
+    private let waiting: Atomic<Int>
+
+    init(shards: Int) { waiting = Atomic(shards) }
+
+    /// Called once by each shard's loop when it runs; true for the last one (then ready).
+    func shardStarted() -> Bool {
+        let (after, _) = waiting.subtract(1, ordering: .acquiringAndReleasing)
+        guard after == 0 else { return false }
+        ready.store(true, ordering: .releasing)
+        return true
+    }
 }
 
-/// Runs until graceful shutdown, then stops the loop: STOPPING=1, sockets closed, thread joined.
-struct LoopService: Service {
-    let loop: EventLoop
-    let thread: EventLoopThread
-    let runtime: LoopConfined<RelayRuntime>
+/// Runs until graceful shutdown, then stops the loops: STOPPING=1, sockets closed, threads joined.
+struct LoopService: Service, CustomStringConvertible {
+    var description: String { "LoopService(threads: \(threads.count))" }
+    let shards: [LoopConfined<RelayShard>]
+    let threads: [EventLoopThread]
     let health: HealthState
     let logger: Logger
 
@@ -90,18 +123,19 @@ struct LoopService: Service {
         health.ready.store(false, ordering: .releasing)
         SystemdNotifier.notify("STOPPING=1\nSTATUS=stopping")
         logger.notice("fz-relay stopping")
-        let runtime = self.runtime
-        loop.execute { runtime.value.closeAll() }
-        loop.stop()
-        thread.join()
+        for s in shards {
+            s.value.loop.execute { s.value.closeAll() }
+            s.value.loop.stop()
+        }
+        for t in threads { t.join() }
     }
 }
 
 /// SIGHUP: re-read the configuration file and apply users, secrets, quotas and peer rules.
-struct ReloadService: Service {
+struct ReloadService: Service, CustomStringConvertible {
+    var description: String { "ReloadService" }
     let settings: RelaySettings
-    let loop: EventLoop
-    let runtime: LoopConfined<RelayRuntime>
+    let shards: [LoopConfined<RelayShard>]
     let logger: Logger
 
     func run() async throws {
@@ -111,21 +145,19 @@ struct ReloadService: Service {
                 var r = settings.reloadable
                 if let path = settings.configFile {
                     do {
-                        r = try RelaySettings.merge(base: settingsBase, file: path)
+                        r = try RelaySettings.merge(base: settings.commandLineReloadable, file: path)
                     } catch {
                         logger.error("reload failed, keeping the current configuration: \(error)")
                         continue
                     }
                 }
-                let runtime = self.runtime
                 let s = settings
-                loop.execute { [r] in runtime.value.reload(s, r) }
+                for shard in shards {
+                    shard.value.loop.execute { [r] in shard.value.reload(s, r) }
+                }
             }
         }
     }
-
-    /// The reloadable settings from flags and environment alone (the file is re-read on top).
-    var settingsBase: RelaySettings.Reloadable { settings.commandLineReloadable }
 }
 
 enum MetricsEndpoint {

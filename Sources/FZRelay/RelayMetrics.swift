@@ -5,17 +5,28 @@ import TURN
 /// The relay's metrics, recorded through swift-metrics into a Prometheus registry. The TURN
 /// state machine only counts; once a second the loop thread publishes the deltas here.
 final class RelayMetrics: @unchecked Sendable {
-    // @unchecked: `last` is touched only by `publish`, which runs on the loop thread; the metric
-    // objects themselves are thread-safe.
+    // @unchecked: `last[i]` is touched only by `publish(shard: i)`, which runs on shard i's loop
+    // thread; the metric objects themselves are thread-safe.
     let registry: PrometheusCollectorRegistry
     private let counters: [(KeyPath<ServerStats, UInt64>, Metrics.Counter)]
-    private var last = ServerStats()
-    private let allocations = Metrics.Gauge(label: "fz_relay_allocations")
-    private let relaySockets = Metrics.Gauge(label: "fz_relay_relayed_sockets")
-    private let sendDropped = Metrics.Gauge(label: "fz_relay_send_dropped")
-    private let truncated = Metrics.Gauge(label: "fz_relay_truncated_dropped")
+    private var last: [ServerStats]
+    private var lastHandedOver: [UInt64]
+    private let allocations: [Metrics.Gauge]
+    private let relaySockets: [Metrics.Gauge]
+    private let sendDropped: [Metrics.Gauge]
+    private let truncated: [Metrics.Gauge]
+    private let handedOver = Metrics.Counter(label: "fz_relay_handed_over_total")
 
-    init(registry: PrometheusCollectorRegistry) {
+    init(registry: PrometheusCollectorRegistry, shards: Int) {
+        last = Array(repeating: ServerStats(), count: shards)
+        lastHandedOver = Array(repeating: 0, count: shards)
+        func gauges(_ name: String) -> [Metrics.Gauge] {
+            (0..<shards).map { Metrics.Gauge(label: name, dimensions: [("thread", "\($0)")]) }
+        }
+        allocations = gauges("fz_relay_allocations")
+        relaySockets = gauges("fz_relay_relayed_sockets")
+        sendDropped = gauges("fz_relay_send_dropped")
+        truncated = gauges("fz_relay_truncated_dropped")
         self.registry = registry
         let names: [(KeyPath<ServerStats, UInt64>, String)] = [
             (\.allocationsCreated, "allocations_created"), (\.allocationsDeleted, "allocations_deleted"),
@@ -32,16 +43,19 @@ final class RelayMetrics: @unchecked Sendable {
         counters = names.map { ($0.0, Metrics.Counter(label: "fz_relay_\($0.1)_total")) }
     }
 
-    func publish(_ stats: ServerStats, allocations: Int, relaySockets: Int, sendDropped: UInt64, truncated: UInt64) {
+    func publish(shard i: Int, _ stats: ServerStats, allocations: Int, relaySockets: Int, sendDropped: UInt64,
+                 truncated: UInt64, handedOver: UInt64) {
         for (path, counter) in counters {
-            let delta = stats[keyPath: path] &- last[keyPath: path]
+            let delta = stats[keyPath: path] &- last[i][keyPath: path]
             if delta > 0 { counter.increment(by: Int64(clamping: delta)) }
         }
-        last = stats
-        self.allocations.record(allocations)
-        self.relaySockets.record(relaySockets)
-        self.sendDropped.record(Int64(clamping: sendDropped))
-        self.truncated.record(Int64(clamping: truncated))
+        last[i] = stats
+        if handedOver > lastHandedOver[i] { self.handedOver.increment(by: Int64(clamping: handedOver - lastHandedOver[i])) }
+        lastHandedOver[i] = handedOver
+        self.allocations[i].record(allocations)
+        self.relaySockets[i].record(relaySockets)
+        self.sendDropped[i].record(Int64(clamping: sendDropped))
+        self.truncated[i].record(Int64(clamping: truncated))
     }
 
     func render() -> String { registry.emitToString() }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FZCore
+import FZLinux
 import Logging
 import TURN
 
@@ -25,6 +26,8 @@ struct RelaySettings: Sendable {
     /// The reloadable part from flags and environment alone; SIGHUP re-reads the file on top.
     var commandLineReloadable: Reloadable
     var unauthRate: Double
+    /// Event-loop threads (shards).
+    var threads: Int
 
     /// Users, secrets, quotas and peer rules: the part of the configuration a reload replaces.
     struct Reloadable: Sendable, Equatable {
@@ -101,6 +104,15 @@ struct RelaySettings: Sendable {
             guard let a = SocketAddress(m) else { throw ValidationError("--metrics-listen: '\(m)' is not ADDR:PORT") }
             metricsListen = a
         }
+        if let t = c.threads {
+            guard (1...256).contains(t) else { throw ValidationError("--threads must be 1-256, got \(t)") }
+            threads = t
+        } else {
+            threads = SystemInfo.onlineProcessors
+        }
+        guard portRange.count / threads >= 2 else {
+            throw ValidationError("--min-port/--max-port: \(portRange.count) ports cannot be split over \(threads) threads (--threads)")
+        }
         guard c.unauthRate >= 0 else { throw ValidationError("--unauth-rate must not be negative") }
         unauthRate = c.unauthRate
 
@@ -164,6 +176,16 @@ struct RelaySettings: Sendable {
         c.unauthenticatedPerSecond = unauthRate
         c.unauthenticatedBurst = unauthRate == 0 ? 0 : max(1, unauthRate * 2)
         return c
+    }
+
+    /// The part of the relay port range shard `i` allocates from: contiguous, so EVEN-PORT
+    /// pairs stay within one shard, and disjoint, so shards never race for a port.
+    func portSlice(_ i: Int) -> ClosedRange<UInt16> {
+        let lo = Int(portRange.lowerBound)
+        let size = portRange.count / threads
+        let start = lo + i * size
+        let end = i == threads - 1 ? Int(portRange.upperBound) : start + size - 1
+        return UInt16(start)...UInt16(end)
     }
 
     func credentials(_ r: Reloadable) -> CredentialStore {
@@ -245,4 +267,20 @@ func readTextFile(_ path: String) -> String? {
     }
     if ferror(f) != 0 { return nil }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+// Secrets never reach a log: settings describe themselves with passwords and REST secrets
+// redacted (ServiceLifecycle logs its services' descriptions at debug level).
+extension RelaySettings: CustomStringConvertible, CustomDebugStringConvertible {
+    var description: String {
+        "RelaySettings(listeners: \(listeners), relay: \(relayAddresses.map(\.bind)), ports: \(portRange), realm: \(realm), threads: \(threads), \(reloadable))"
+    }
+    var debugDescription: String { description }
+}
+
+extension RelaySettings.Reloadable: CustomStringConvertible, CustomDebugStringConvertible {
+    var description: String {
+        "users: \(users.keys.sorted()) (passwords redacted), secrets: \(secrets.count) (redacted), user-quota: \(userQuota), total-quota: \(totalQuota), allow-peer: \(allowPeer), deny-peer: \(denyPeer), allow-loopback: \(allowLoopback)"
+    }
+    var debugDescription: String { description }
 }

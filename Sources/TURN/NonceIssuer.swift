@@ -18,15 +18,16 @@ public struct NonceIssuer: Sendable {
     public var lifetime: Duration
 
     public init(secret: [UInt8]? = nil, lifetime: Duration = .seconds(600)) {
-        _ = sodiumReady
-        if let s = secret {
-            self.secret = s
-        } else {
-            var s = [UInt8](repeating: 0, count: 32)
-            randombytes_buf(&s, 32)
-            self.secret = s
-        }
+        self.secret = secret ?? Self.randomSecret()
         self.lifetime = lifetime
+    }
+
+    /// 32 random bytes from libsodium: a secret several servers can share.
+    public static func randomSecret() -> [UInt8] {
+        _ = sodiumReady
+        var s = [UInt8](repeating: 0, count: 32)
+        randombytes_buf(&s, 32)
+        return s
     }
 
     public func issue(for client: SocketAddress, now: Timestamp) -> String {

@@ -8,6 +8,18 @@ public protocol RelaySocketProvider {
     mutating func openRelay(at address: SocketAddress, dontFragment: Bool) -> Bool
     /// Closes the relayed socket at `address` (allocation deleted or expired).
     mutating func closeRelay(at address: SocketAddress)
+    /// Whether a new allocation for `user` may be created. The server has already checked its
+    /// own counts against the quotas; a relay that runs several servers (one per thread) answers
+    /// here from a ledger they share, and records which server owns the 5-tuple.
+    mutating func admitAllocation(_ tuple: FiveTuple, user: String, userQuota: Int, totalQuota: Int) -> Bool
+    /// An allocation admitted with `admitAllocation` is gone (or was never created).
+    mutating func allocationEnded(_ tuple: FiveTuple, user: String)
+}
+
+extension RelaySocketProvider {
+    /// A single server needs no shared ledger: its own counts are the whole truth.
+    public mutating func admitAllocation(_ tuple: FiveTuple, user: String, userQuota: Int, totalQuota: Int) -> Bool { true }
+    public mutating func allocationEnded(_ tuple: FiveTuple, user: String) {}
 }
 
 /// What to do with a datagram that arrived from a client on a listening socket.
@@ -38,6 +50,9 @@ public enum ServerEvent: Sendable, Equatable {
     case allocationCreated(FiveTuple, username: String, relayed: [SocketAddress], lifetime: Duration)
     case allocationRefreshed(FiveTuple, lifetime: Duration)
     case allocationDeleted(FiveTuple, reason: DeletionReason)
+    /// An authenticated request was refused (unauthenticated refusals are only counted: they
+    /// are what an attacker can produce at will).
+    case requestRefused(FiveTuple, username: String, method: UInt16, code: Int)
 
     public enum DeletionReason: String, Sendable { case refreshedToZero = "refresh 0", expired, policyReload = "reload" }
 }

@@ -7,48 +7,56 @@ extension TURNServer {
         if let existing = liveAllocation(tuple, now: now) {
             // A retransmitted Allocate gets the original answer; anything else is a mismatch.
             if existing.allocateTransaction == m.transactionID { return .reply(existing.allocateResponse) }
-            return .reply(errorResponse(to: m, .allocationMismatch, auth: auth))
+            return .reply(errorResponse(to: m, .allocationMismatch, auth: auth, tuple: tuple))
         }
         guard let transport = m.requestedTransport else {
-            return .reply(errorResponse(to: m, .badRequest, auth: auth))
+            return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple))
         }
         guard transport == 17 else {  // UDP is the only relayed transport (TCP would be RFC 6062)
-            return .reply(errorResponse(to: m, .unsupportedTransportProtocol, auth: auth))
+            return .reply(errorResponse(to: m, .unsupportedTransportProtocol, auth: auth, tuple: tuple))
         }
         let token = m.reservationToken
         let even = m.evenPort
         let requestedFamily = m.requestedAddressFamily
         let additionalFamily = m.additionalAddressFamily
         if token != nil && (even != nil || requestedFamily != nil || additionalFamily != nil) {
-            return .reply(errorResponse(to: m, .badRequest, auth: auth))
+            return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple))
         }
         if requestedFamily != nil && additionalFamily != nil {
-            return .reply(errorResponse(to: m, .badRequest, auth: auth))
+            return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple))
         }
         if even == true && additionalFamily != nil {
-            return .reply(errorResponse(to: m, .badRequest, auth: auth))
+            return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple))
         }
         if additionalFamily == .v4 {
-            return .reply(errorResponse(to: m, .badRequest, auth: auth))
+            return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple))
         }
         if config.userQuota > 0 && (perUser[auth.username] ?? 0) >= config.userQuota {
-            return .reply(errorResponse(to: m, .allocationQuotaReached, auth: auth))
+            return .reply(errorResponse(to: m, .allocationQuotaReached, auth: auth, tuple: tuple))
         }
         if config.totalQuota > 0 && allocations.count >= config.totalQuota {
-            return .reply(errorResponse(to: m, .allocationQuotaReached, auth: auth))
+            return .reply(errorResponse(to: m, .allocationQuotaReached, auth: auth, tuple: tuple))
         }
+
+        guard sockets.admitAllocation(tuple, user: auth.username, userQuota: config.userQuota, totalQuota: config.totalQuota)
+        else {
+            return .reply(errorResponse(to: m, .allocationQuotaReached, auth: auth, tuple: tuple))
+        }
+        let admitted = (tuple, auth.username)
+        var created = false
+        defer { if !created { sockets.allocationEnded(admitted.0, user: admitted.1) } }
 
         let dontFragment = m.dontFragment
         var relayed: [SocketAddress] = []
         var extra: [Attribute] = []
         if let token {
             guard let r = reservations.removeValue(forKey: token) else {
-                return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth))
+                return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth, tuple: tuple))
             }
             guard r.expiresAt > now else {
                 sockets.closeRelay(at: r.address)
                 releasePort(r.address)
-                return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth))
+                return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth, tuple: tuple))
             }
             relayed = [r.address]  // its socket has been open since it was reserved
         } else if additionalFamily == .v6 {
@@ -65,16 +73,16 @@ extension TURNServer {
                 relayed.append(a.address)
             }
             if relayed.isEmpty {
-                return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth))
+                return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth, tuple: tuple))
             }
         } else {
             let family = requestedFamily ?? .v4
             guard let ra = config.relayAddress(for: family) else {
-                return .reply(errorResponse(to: m, .addressFamilyNotSupported, auth: auth))
+                return .reply(errorResponse(to: m, .addressFamilyNotSupported, auth: auth, tuple: tuple))
             }
             guard let a = openPort(on: ra.bind, even: even != nil, reserveNext: even == true, dontFragment: dontFragment)
             else {
-                return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth))
+                return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth, tuple: tuple))
             }
             relayed = [a.address]
             if let next = a.reserved {
@@ -94,6 +102,7 @@ extension TURNServer {
             fiveTuple: tuple, username: auth.username, relayed: relayed, expiresAt: now + lifetime,
             dontFragment: dontFragment, allocateTransaction: m.transactionID, allocateResponse: response)
         for r in relayed { byRelayed[r] = tuple }
+        created = true
         perUser[auth.username, default: 0] += 1
         stats.allocationsCreated += 1
         events.append(.allocationCreated(tuple, username: auth.username, relayed: relayed, lifetime: lifetime))
@@ -138,7 +147,7 @@ extension TURNServer {
     mutating func handleRefresh(_ m: Message, tuple: FiveTuple, allocation a: inout Allocation, auth: AuthContext,
                                 now: Timestamp) -> ClientAction {
         if let family = m.requestedAddressFamily, a.relayed(for: family) == nil {
-            return .reply(errorResponse(to: m, .peerAddressFamilyMismatch, auth: auth))
+            return .reply(errorResponse(to: m, .peerAddressFamilyMismatch, auth: auth, tuple: tuple))
         }
         if m.lifetime == 0 {
             let response = success(to: m, [.lifetime(0)], auth: auth)
@@ -156,17 +165,17 @@ extension TURNServer {
     mutating func handleCreatePermission(_ m: Message, tuple: FiveTuple, allocation a: inout Allocation,
                                          auth: AuthContext, now: Timestamp) -> ClientAction {
         let peers = m.xorPeerAddresses
-        guard !peers.isEmpty else { return .reply(errorResponse(to: m, .badRequest, auth: auth)) }
+        guard !peers.isEmpty else { return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple)) }
         for p in peers where a.relayed(for: p.family) == nil {
-            return .reply(errorResponse(to: m, .peerAddressFamilyMismatch, auth: auth))
+            return .reply(errorResponse(to: m, .peerAddressFamilyMismatch, auth: auth, tuple: tuple))
         }
         for p in peers where !peerPolicy.permits(p.ip) {
             stats.peerDenied += 1
-            return .reply(errorResponse(to: m, .forbidden, auth: auth))
+            return .reply(errorResponse(to: m, .forbidden, auth: auth, tuple: tuple))
         }
         let fresh = Set(peers.map(\.ip)).filter { a.permissions[$0] == nil }
         if a.permissions.count + fresh.count > config.maxPermissionsPerAllocation {
-            return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth))
+            return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth, tuple: tuple))
         }
         for p in peers { a.permissions[p.ip] = now + config.permissionLifetime }
         stats.permissionsCreated += UInt64(fresh.count)
@@ -180,29 +189,29 @@ extension TURNServer {
                                     auth: AuthContext, now: Timestamp) -> ClientAction {
         guard let n = m.channelNumber, ChannelData.channelRange.contains(n), let peer = m.xorPeerAddresses.first
         else {
-            return .reply(errorResponse(to: m, .badRequest, auth: auth))
+            return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple))
         }
         guard a.relayed(for: peer.family) != nil else {
-            return .reply(errorResponse(to: m, .peerAddressFamilyMismatch, auth: auth))
+            return .reply(errorResponse(to: m, .peerAddressFamilyMismatch, auth: auth, tuple: tuple))
         }
         guard peerPolicy.permits(peer) else {
             stats.peerDenied += 1
-            return .reply(errorResponse(to: m, .forbidden, auth: auth))
+            return .reply(errorResponse(to: m, .forbidden, auth: auth, tuple: tuple))
         }
         if let bound = a.channels[n], bound.peer != peer {
-            return .reply(errorResponse(to: m, .badRequest, auth: auth))
+            return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple))
         }
         if let other = a.channelByPeer[peer], other != n {
-            return .reply(errorResponse(to: m, .badRequest, auth: auth))
+            return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple))
         }
         if let cooled = cooling[tuple] {
-            if let c = cooled[n], c.peer != peer { return .reply(errorResponse(to: m, .badRequest, auth: auth)) }
+            if let c = cooled[n], c.peer != peer { return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple)) }
             if cooled.contains(where: { $0.key != n && $0.value.peer == peer }) {
-                return .reply(errorResponse(to: m, .badRequest, auth: auth))
+                return .reply(errorResponse(to: m, .badRequest, auth: auth, tuple: tuple))
             }
         }
         if a.permissions[peer.ip] == nil && a.permissions.count >= config.maxPermissionsPerAllocation {
-            return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth))
+            return .reply(errorResponse(to: m, .insufficientCapacity, auth: auth, tuple: tuple))
         }
         if a.channels[n] == nil { stats.channelsBound += 1 }
         a.channels[n] = Channel(peer: peer, expiresAt: now + config.channelLifetime)

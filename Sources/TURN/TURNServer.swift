@@ -52,6 +52,9 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
     // MARK: Introspection
 
     public var allocationCount: Int { allocations.count }
+    /// Whether this server holds an allocation for the 5-tuple (a multi-threaded shell routes
+    /// datagrams of 5-tuples it does not hold to the server that does).
+    public func hasAllocation(_ t: FiveTuple) -> Bool { allocations[t] != nil }
     public var reservationCount: Int { reservations.count }
     public func allocationCount(forUser u: String) -> Int { perUser[u] ?? 0 }
     public func relayedAddresses(of t: FiveTuple) -> [SocketAddress]? { allocations[t]?.relayed }
@@ -192,16 +195,16 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
         }
         let unknown = m.unknownComprehensionRequired
         if !unknown.isEmpty {
-            return .reply(errorResponse(to: m, .unknownAttribute, extra: [.unknownAttributes(unknown)], auth: auth))
+            return .reply(errorResponse(to: m, .unknownAttribute, extra: [.unknownAttributes(unknown)], auth: auth, tuple: tuple))
         }
         if method == .allocate { return handleAllocate(m, tuple: tuple, auth: auth, now: now) }
 
         guard var a = liveAllocation(tuple, now: now) else {
-            return .reply(errorResponse(to: m, .allocationMismatch, auth: auth))
+            return .reply(errorResponse(to: m, .allocationMismatch, auth: auth, tuple: tuple))
         }
         // RFC 8656 §5: requests on an allocation must use the username that created it.
         guard a.username == auth.username else {
-            return .reply(errorResponse(to: m, .wrongCredentials, auth: auth))
+            return .reply(errorResponse(to: m, .wrongCredentials, auth: auth, tuple: tuple))
         }
         switch method {
         case .refresh:
@@ -308,8 +311,12 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
                         fingerprint: m.hasFingerprint)
     }
 
-    mutating func errorResponse(to m: Message, _ code: ErrorCode, extra: [Attribute] = [], auth: AuthContext?) -> [UInt8] {
+    mutating func errorResponse(to m: Message, _ code: ErrorCode, extra: [Attribute] = [], auth: AuthContext?,
+                                tuple: FiveTuple? = nil) -> [UInt8] {
         stats.errorResponses += 1
+        if let auth, let tuple {
+            events.append(.requestRefused(tuple, username: auth.username, method: m.type.method.rawValue, code: code.code))
+        }
         let r = Message(type: MessageType(method: m.type.method, messageClass: .errorResponse),
                         transactionID: m.transactionID, attributes: [.errorCode(code)] + extra)
         return r.encode(integrity: auth.map { MessageIntegrity(key: $0.key, algorithm: $0.integrity) },
@@ -337,6 +344,7 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
             releasePort(r)
         }
         cooling[t] = nil
+        sockets.allocationEnded(t, user: a.username)
         let n = (perUser[a.username] ?? 1) - 1
         perUser[a.username] = n > 0 ? n : nil
         if reason == .expired { stats.allocationsExpired += 1 } else { stats.allocationsDeleted += 1 }

@@ -71,6 +71,23 @@ struct SettingsTests {
         #expect(EnvironmentDefaults.variable(for: "static-auth-secret") == "FZ_RELAY_STATIC_AUTH_SECRET")
     }
 
+    @Test("settings never show passwords or REST secrets when printed")
+    func redacted() throws {
+        let s = try settings(["--listening-ip", "127.0.0.1", "--user", "alice:pa55word", "--static-auth-secret", "s3cr3t-value"])
+        for text in ["\(s)", String(reflecting: s), "\(s.reloadable)", String(reflecting: s.reloadable)] {
+            #expect(!text.contains("pa55word") && !text.contains("s3cr3t-value"), "\(text)")
+            #expect(text.contains("alice"))
+        }
+    }
+
+    @Test("--threads splits the relay port range into disjoint contiguous slices")
+    func portSlices() throws {
+        let s = try settings(["--listening-ip", "127.0.0.1", "--threads", "3", "--min-port", "50000", "--max-port", "50010"])
+        #expect((0..<3).map { s.portSlice($0) } == [50000...50002, 50003...50005, 50006...50010])
+        #expect(error(["--listening-ip", "127.0.0.1", "--threads", "0"]).contains("--threads"))
+        #expect(error(["--listening-ip", "127.0.0.1", "--threads", "4", "--min-port", "50000", "--max-port", "50006"]).contains("--threads"))
+    }
+
     @Test("--external-ip maps the relay address to the advertised public one")
     func externalIP() throws {
         let s = try settings(["--listening-ip", "10.0.0.5", "--external-ip", "198.51.100.7"])

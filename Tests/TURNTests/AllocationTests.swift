@@ -279,6 +279,27 @@ struct AllocationTests {
         #expect(h.allocate(from: SocketAddress("203.0.113.5:4")!)?.isSuccess == true)
     }
 
+    @Test("a shared ledger that refuses admission (quota across threads) gets 486 and nothing is opened")
+    func ledgerRefuses() {
+        var h = Harness()
+        h.server.sockets.refuseAdmission = true
+        #expect(h.allocate()?.code == 486)
+        #expect(h.server.sockets.opened.isEmpty)
+    }
+
+    @Test("the ledger hears of every allocation that ends, and of admissions that failed later")
+    func ledgerBookkeeping() throws {
+        var h = Harness(config: { $0.portRange = 50000...50000 })
+        let tuple = FiveTuple(client: alice, listener: listener)
+        _ = try #require(h.allocate()?.isSuccess)
+        #expect(h.server.sockets.admitted == [tuple])
+        let other = SocketAddress("203.0.113.5:2")!
+        #expect(h.allocate(from: other)?.code == 508)
+        #expect(h.server.sockets.ended == [FiveTuple(client: other, listener: listener)], "admitted, then no port")
+        _ = h.authed(.refresh, [.lifetime(0)])
+        #expect(h.server.sockets.ended.last == tuple)
+    }
+
     @Test("an unknown comprehension-required attribute gets 420 listing it")
     func unknownAttribute() throws {
         var h = Harness()

@@ -11,6 +11,17 @@ struct FakeSockets: RelaySocketProvider {
     var refuse: Set<UInt16> = []
     var opened: [SocketAddress] = []
     var closed: [SocketAddress] = []
+    var refuseAdmission = false
+    var admitted: [FiveTuple] = []
+    var ended: [FiveTuple] = []
+
+    mutating func admitAllocation(_ tuple: FiveTuple, user: String, userQuota: Int, totalQuota: Int) -> Bool {
+        guard !refuseAdmission else { return false }
+        admitted.append(tuple)
+        return true
+    }
+
+    mutating func allocationEnded(_ tuple: FiveTuple, user: String) { ended.append(tuple) }
 
     mutating func openRelay(at address: SocketAddress, dontFragment: Bool) -> Bool {
         if refuse.contains(address.port) { return false }

@@ -4,16 +4,22 @@ import Logging
 import STUN
 import TURN
 
-/// The relay's event-loop side: owns the sockets, feeds datagrams to the TURN state machine and
-/// carries out what it answers. Everything here runs on the loop thread, except `init` (before
-/// the loop starts) and what is handed over with `loop.execute`.
+/// One event-loop thread of the relay (a shard): owns its sockets, feeds datagrams to its own
+/// TURN state machine and carries out what it answers. Everything here runs on the shard's loop
+/// thread, except `init` (before the loop starts) and what is handed over with `loop.execute`.
+///
+/// Several shards share the listening address through SO_REUSEPORT; the kernel hashes each
+/// client 5-tuple to one of them, so an allocation's datagrams normally reach the shard that
+/// created it (and owns its relayed socket). When one arrives elsewhere (the reuseport group
+/// changed, or a test sends from another socket), the `ShardDirectory` names the owner and the
+/// datagram is handed to it: only local misses look there, so the hot path takes no lock.
 ///
 /// Datagram paths: a batch is read with recvmmsg into the shared `ReceivePool`; replies and
 /// relayed datagrams are queued in preallocated `SendQueue`s and flushed with sendmmsg before the
 /// pool is reused. ChannelData payloads go out without a copy (the queue's iovec points into the
 /// pool), and the 4-byte ChannelData header for the client direction is written into the pool
 /// slot's headroom in front of the payload.
-final class RelayRuntime {
+final class RelayShard {
     final class Listener {
         let socket: UDPSocket
         let queue: SendQueue
@@ -23,7 +29,11 @@ final class RelayRuntime {
         }
     }
 
+    let index: Int
     let loop: EventLoop
+    let directory: ShardDirectory
+    /// All shards, this one included, for handing over datagrams (set once before the loops run).
+    var shards: [LoopConfined<RelayShard>] = []
     let table: RelaySocketTable
     var server: TURNServer<RelaySockets>
     var listeners: [SocketAddress: Listener] = [:]
@@ -39,18 +49,27 @@ final class RelayRuntime {
     var lastStatus: Timestamp = .zero
     var sendDropped: UInt64 = 0
     var truncatedDropped: UInt64 = 0
+    var handedOver: UInt64 = 0
+    var handedIn: UInt64 = 0
 
-    init(settings: RelaySettings, loop: EventLoop, logger: Logger, metrics: RelayMetrics) throws(SystemError) {
+    init(index: Int, settings: RelaySettings, directory: ShardDirectory, nonceSecret: [UInt8], loop: EventLoop,
+         logger: Logger, metrics: RelayMetrics) throws(SystemError) {
+        self.index = index
         self.loop = loop
+        self.directory = directory
         self.logger = logger
         self.metrics = metrics
         table = RelaySocketTable(loop: loop)
+        var config = settings.serverConfig
+        config.portRange = settings.portSlice(index)
         server = TURNServer(
-            config: settings.serverConfig, credentials: settings.credentials(settings.reloadable),
-            peerPolicy: settings.peerPolicy(settings.reloadable), sockets: RelaySockets(table: table))
+            config: config, credentials: settings.credentials(settings.reloadable),
+            peerPolicy: settings.peerPolicy(settings.reloadable),
+            sockets: RelaySockets(table: table, directory: directory, shard: index), nonceSecret: nonceSecret)
         server.unixSecondsAtZero = Int64(WallClock.unixSeconds()) - Int64(MonotonicClock.now().seconds)
         for address in settings.listeners {
-            let socket = try UDPSocket(bindingTo: address, receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
+            let socket = try UDPSocket(
+                bindingTo: address, reusePort: settings.threads > 1, receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
             let listener = Listener(socket: socket, queue: SendQueue(count: 64, capacity: 2048))
             listeners[address] = listener
         }
@@ -92,22 +111,69 @@ final class RelayRuntime {
                 truncatedDropped += 1
                 continue
             }
-            let payload = pool.payload(i)
-            let source = pool.source(i)
-            switch server.handleClient(UnsafeRawBufferPointer(payload), from: source, listener: address, now: now) {
-            case .none:
-                break
-            case .reply(let bytes):
-                bytes.withUnsafeBytes { enqueue(listener, $0, to: source) }
-            case .forward(let from, let to, let offset, let length, _):
-                guard let socket = table.sockets[from] else { continue }
-                let slice = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(payload)[offset..<offset + length])
-                enqueuePeer(socket, payload: slice, to: to)
-            case .forwardBytes(let from, let to, let bytes, _):
-                guard let socket = table.sockets[from] else { continue }
-                bytes.withUnsafeBytes { enqueuePeerCopy(socket, $0, to: to) }
+            dispatch(UnsafeRawBufferPointer(pool.payload(i)), from: pool.source(i), listener: listener, address: address,
+                     now: now)
+        }
+        flushAll()
+        drainEvents()
+    }
+
+    /// Routes one client datagram: to this shard's state machine, or to the shard that owns
+    /// its allocation.
+    func dispatch(_ payload: UnsafeRawBufferPointer, from source: SocketAddress, listener: Listener,
+                  address: SocketAddress, now: Timestamp) {
+        if shards.count > 1 {
+            let tuple = FiveTuple(client: source, listener: address)
+            if !server.hasAllocation(tuple), let owner = directory.owner(of: tuple), owner != index {
+                handOver(payload, from: source, listener: address, to: owner)
+                return
             }
         }
+        process(payload, from: source, listener: listener, address: address, now: now)
+    }
+
+    /// Feeds a datagram as if this shard's listening socket for `address` had received it
+    /// (tests: the kernel's SO_REUSEPORT choice cannot be steered from outside).
+    func inject(_ bytes: [UInt8], from source: SocketAddress, listener address: SocketAddress) {
+        guard let listener = listeners[address] else { return }
+        bytes.withUnsafeBytes { dispatch($0, from: source, listener: listener, address: address, now: MonotonicClock.now()) }
+        flushAll()
+        drainEvents()
+    }
+
+    /// Runs one client datagram through the state machine and queues what it answers. Payloads
+    /// forwarded in place must stay valid until `flushAll`.
+    func process(_ payload: UnsafeRawBufferPointer, from source: SocketAddress, listener: Listener,
+                 address: SocketAddress, now: Timestamp) {
+        switch server.handleClient(payload, from: source, listener: address, now: now) {
+        case .none:
+            break
+        case .reply(let bytes):
+            bytes.withUnsafeBytes { enqueue(listener, $0, to: source) }
+        case .forward(let from, let to, let offset, let length, _):
+            guard let socket = table.sockets[from] else { return }
+            enqueuePeer(socket, payload: UnsafeRawBufferPointer(rebasing: payload[offset..<offset + length]), to: to)
+        case .forwardBytes(let from, let to, let bytes, _):
+            guard let socket = table.sockets[from] else { return }
+            bytes.withUnsafeBytes { enqueuePeerCopy(socket, $0, to: to) }
+        }
+    }
+
+    /// Gives a datagram whose allocation lives on another shard to that shard's loop.
+    func handOver(_ payload: UnsafeRawBufferPointer, from source: SocketAddress, listener address: SocketAddress,
+                  to owner: Int) {
+        handedOver += 1
+        let bytes = Array(payload)
+        let target = shards[owner]
+        target.value.loop.execute {
+            target.value.receiveHandedOver(bytes, from: source, listener: address)
+        }
+    }
+
+    func receiveHandedOver(_ bytes: [UInt8], from source: SocketAddress, listener address: SocketAddress) {
+        guard let listener = listeners[address] else { return }
+        handedIn += 1
+        bytes.withUnsafeBytes { process($0, from: source, listener: listener, address: address, now: MonotonicClock.now()) }
         flushAll()
         drainEvents()
     }
@@ -234,18 +300,23 @@ final class RelayRuntime {
         }
     }
 
-    /// Once a second: wall-clock offset for REST expiries, metrics, watchdog, status.
+    /// Once a second: wall-clock offset for REST expiries, metrics, heartbeat; shard 0 also
+    /// pings the watchdog (only while every shard's heartbeat is fresh) and updates STATUS=.
     func housekeeping(_ now: Timestamp) {
         nextHousekeeping = now + .seconds(1)
         server.unixSecondsAtZero = Int64(WallClock.unixSeconds()) - Int64(now.seconds)
-        metrics.publish(server.stats, allocations: server.allocationCount, relaySockets: table.sockets.count,
-                        sendDropped: sendDropped, truncated: truncatedDropped)
-        if let interval = watchdogInterval, now - lastWatchdog >= interval / 2 {
+        metrics.publish(shard: index, server.stats, allocations: server.allocationCount, relaySockets: table.sockets.count,
+                        sendDropped: sendDropped, truncated: truncatedDropped, handedOver: handedOver)
+        directory.heartbeat(shard: index, now: now)
+        guard index == 0 else { return }
+        if let interval = watchdogInterval, now - lastWatchdog >= interval / 2,
+            directory.allHeartbeatsFresh(now: now, within: max(interval, .seconds(3)))
+        {
             SystemdNotifier.notify("WATCHDOG=1")
             lastWatchdog = now
         }
         if now - lastStatus >= .seconds(10) {
-            SystemdNotifier.notify("STATUS=relaying: \(server.allocationCount) allocations")
+            SystemdNotifier.notify("STATUS=relaying: \(directory.totalAllocations) allocations on \(directory.shardCount) threads")
             lastStatus = now
         }
     }
@@ -313,13 +384,21 @@ final class RelaySocketTable {
     }
 }
 
-/// The TURN server's handle on the socket table.
+/// The TURN server's handle on its shard: the socket table and the shared directory.
 struct RelaySockets: RelaySocketProvider {
     let table: RelaySocketTable
+    let directory: ShardDirectory
+    let shard: Int
 
     mutating func openRelay(at address: SocketAddress, dontFragment: Bool) -> Bool {
         table.open(address, dontFragment: dontFragment)
     }
 
     mutating func closeRelay(at address: SocketAddress) { table.close(address) }
+
+    mutating func admitAllocation(_ tuple: FiveTuple, user: String, userQuota: Int, totalQuota: Int) -> Bool {
+        directory.admit(tuple, user: user, shard: shard, userQuota: userQuota, totalQuota: totalQuota)
+    }
+
+    mutating func allocationEnded(_ tuple: FiveTuple, user: String) { directory.release(tuple, user: user) }
 }

@@ -1,0 +1,55 @@
+import FZCore
+import Synchronization
+import TURN
+
+/// What the relay's shards share: which shard owns each allocation's 5-tuple, allocation counts
+/// for quotas across shards, and heartbeats for the watchdog. Consulted on the control path
+/// (Allocate, deletion) and for datagrams a shard does not hold an allocation for; never on a
+/// shard's hot path.
+final class ShardDirectory: Sendable {
+    private struct State: Sendable {
+        var owners: [FiveTuple: Int] = [:]
+        var perUser: [String: Int] = [:]
+        var heartbeats: [Timestamp]
+    }
+
+    private let state: Mutex<State>
+    let shardCount: Int
+
+    init(shards: Int) {
+        shardCount = shards
+        state = Mutex(State(heartbeats: Array(repeating: .zero, count: shards)))
+    }
+
+    /// Records a new allocation for `shard` if the quotas allow it (0 = unlimited).
+    func admit(_ tuple: FiveTuple, user: String, shard: Int, userQuota: Int, totalQuota: Int) -> Bool {
+        state.withLock { s in
+            if userQuota > 0 && s.perUser[user, default: 0] >= userQuota { return false }
+            if totalQuota > 0 && s.owners.count >= totalQuota { return false }
+            guard s.owners[tuple] == nil else { return false }
+            s.owners[tuple] = shard
+            s.perUser[user, default: 0] += 1
+            return true
+        }
+    }
+
+    func release(_ tuple: FiveTuple, user: String) {
+        state.withLock { s in
+            guard s.owners.removeValue(forKey: tuple) != nil else { return }
+            let n = s.perUser[user, default: 1] - 1
+            s.perUser[user] = n > 0 ? n : nil
+        }
+    }
+
+    func owner(of tuple: FiveTuple) -> Int? { state.withLock { $0.owners[tuple] } }
+
+    var totalAllocations: Int { state.withLock { $0.owners.count } }
+
+    func heartbeat(shard: Int, now: Timestamp) { state.withLock { $0.heartbeats[shard] = now } }
+
+    /// True when every shard has run its housekeeping within `within` of `now`: a stuck loop
+    /// stops the watchdog pings, and systemd restarts the relay.
+    func allHeartbeatsFresh(now: Timestamp, within: Duration) -> Bool {
+        state.withLock { s in s.heartbeats.allSatisfy { now - $0 <= within } }
+    }
+}

@@ -1,0 +1,1 @@
+print("fz-forwarder: not built yet")

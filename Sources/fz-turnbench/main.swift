@@ -1,0 +1,1 @@
+print("fz-turnbench: not built yet")
