@@ -94,11 +94,9 @@ public struct RelayCommand: AsyncParsableCommand {
 
     public init() {}
 
-    public func validate() throws {
-        _ = try settings()
-    }
-
     public func run() async throws {
+        // Validated here rather than in validate(): ArgumentParser validates before it reports
+        // unknown options, and a typo should be named as such.
         let s = try settings()
         LoggingSystem.bootstrap(s.logFormat == .json ? JSONLogHandler.init : { TextLogHandler(label: $0) })
         var logger = Logger(label: "fz-relay")

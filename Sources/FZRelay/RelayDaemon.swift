@@ -103,7 +103,7 @@ final class HealthState: Sendable {
 
     /// Called once by each shard's loop when it runs; true for the last one (then ready).
     func shardStarted() -> Bool {
-        let (after, _) = waiting.subtract(1, ordering: .acquiringAndReleasing)
+        let (_, after) = waiting.subtract(1, ordering: .acquiringAndReleasing)
         guard after == 0 else { return false }
         ready.store(true, ordering: .releasing)
         return true

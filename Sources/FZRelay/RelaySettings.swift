@@ -151,8 +151,12 @@ struct RelaySettings: Sendable {
             if line.isEmpty || line.hasPrefix("#") { continue }
             let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingSpaces }
             let key = parts[0].hasPrefix("--") ? String(parts[0].dropFirst(2)) : parts[0]
-            if key == "allow-loopback-peers" && parts.count == 1 {
-                r.allowLoopback = true
+            if key == "allow-loopback-peers" {
+                guard parts.count == 1 || ["true", "yes", "on", "1", "false", "no", "off", "0"].contains(parts[1].lowercased())
+                else {
+                    throw ValidationError("--config: \(path):\(n + 1): allow-loopback-peers takes true or false")
+                }
+                r.allowLoopback = parts.count == 1 || ["true", "yes", "on", "1"].contains(parts[1].lowercased())
                 continue
             }
             guard parts.count == 2 else {

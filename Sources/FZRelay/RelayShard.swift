@@ -88,6 +88,11 @@ final class RelayShard {
         for (address, listener) in listeners {
             try loop.register(fd: listener.socket.fd) { [unowned self] _ in self.clientReadable(listener, address: address) }
         }
+        // The first housekeeping (and with it STATUS= and WATCHDOG=) comes after READY=1,
+        // which is queued with `execute` before the loop starts.
+        let now = MonotonicClock.now()
+        nextHousekeeping = now + .milliseconds(100)
+        lastStatus = now
         loop.deadlineProvider = { [unowned self] in min(self.server.nextDeadline, self.nextHousekeeping) }
         loop.timeoutHandler = { [unowned self] now in self.timeout(now) }
     }
@@ -303,13 +308,16 @@ final class RelayShard {
     /// Once a second: wall-clock offset for REST expiries, metrics, heartbeat; shard 0 also
     /// pings the watchdog (only while every shard's heartbeat is fresh) and updates STATUS=.
     func housekeeping(_ now: Timestamp) {
-        nextHousekeeping = now + .seconds(1)
+        // Once a second, or at half the watchdog interval when that is shorter (shard 0 pings).
+        var period = Duration.seconds(1)
+        if index == 0, let interval = watchdogInterval { period = min(period, interval / 2) }
+        nextHousekeeping = now + period
         server.unixSecondsAtZero = Int64(WallClock.unixSeconds()) - Int64(now.seconds)
         metrics.publish(shard: index, server.stats, allocations: server.allocationCount, relaySockets: table.sockets.count,
                         sendDropped: sendDropped, truncated: truncatedDropped, handedOver: handedOver)
         directory.heartbeat(shard: index, now: now)
         guard index == 0 else { return }
-        if let interval = watchdogInterval, now - lastWatchdog >= interval / 2,
+        if let interval = watchdogInterval, now - lastWatchdog >= interval / 2 - .milliseconds(5),
             directory.allHeartbeatsFresh(now: now, within: max(interval, .seconds(3)))
         {
             SystemdNotifier.notify("WATCHDOG=1")
