@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .executable(name: "fz-relay", targets: ["fz-relay"]),
         .executable(name: "fz-turnbench", targets: ["fz-turnbench"]),
+        .executable(name: "fz-gateway", targets: ["fz-gateway"]),
         .library(name: "STUN", targets: ["STUN"]),
         .library(name: "TURN", targets: ["TURN"]),
     ],
@@ -72,6 +73,17 @@ let package = Package(
         ),
         .executableTarget(name: "fz-relay", dependencies: ["FZRelay"], swiftSettings: strict),
 
+        .target(
+            name: "FZGateway",
+            dependencies: [
+                "FZCore", "WireGuard", "FZLinux",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "fz-gateway", dependencies: ["FZGateway"], swiftSettings: strict),
+
         // MARK: Benchmark tools (scripts/bench-relay.sh)
         .executableTarget(
             name: "fz-turnbench",
@@ -91,6 +103,7 @@ let package = Package(
             name: "STUNTests", dependencies: ["STUN", "FZTestSupport"], resources: [.copy("Vectors")],
             swiftSettings: strict),
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "FZLinux", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZLinuxTests", dependencies: ["FZLinux", "FZTestSupport"], swiftSettings: strict),
         .testTarget(

@@ -1,0 +1,1 @@
+print("fz-gateway: not built yet")
