@@ -1,1 +1,4 @@
-print("fz-gateway: not built yet")
+import FZGateway
+
+// Thin: parse the command line, hand over to FZGateway.
+GatewayMain.run()

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <netinet/in.h>
+#include "CFZTun.h"
 
 /// Layout-identical copy of glibc's `struct mmsghdr` (see sys/socket.h under _GNU_SOURCE).
 ///

@@ -1,0 +1,276 @@
+import FZCore
+import FZLinux
+import Logging
+import WireGuard
+
+/// The static-peer WireGuard data plane: one TUN interface, one UDP socket per address family, one
+/// `Device`, all driven by one `EventLoop` on its own thread.
+///
+/// TUN → destination → AllowedIPs (longest prefix) → `Peer.encapsulate` → UDP, and
+/// UDP → `Device.decapsulate` → inner source checked against that peer's AllowedIPs → TUN.
+/// The peer's endpoint follows the source of its authenticated packets (roaming, §2.1); the core
+/// updates it, and every send reads it afresh.
+///
+/// Buffers: TUN packets are read into a preallocated slab with 16 bytes of headroom, encrypted in
+/// place and handed to `SendQueue` as gather entries (no copy), flushed before the slab is reused.
+/// Incoming datagrams arrive in a `ReceivePool` and are decrypted into one scratch buffer, then
+/// written to the TUN interface. Nothing on these paths allocates, except the core's queue of
+/// packets that wait for a handshake.
+///
+/// Loop-confined: every method runs on the loop thread (or before the loop starts).
+public final class DataPlane {
+    public private(set) var device: Device
+    public private(set) var counters = GatewayCounters()
+    public let tun: TunDevice
+    public let socketV4: UDPSocket?
+    public let socketV6: UDPSocket?
+
+    private var allowedIPs: AllowedIPs<PeerID>
+    private let logger: Logger
+    private let batch = 64
+    private let slotStride: Int
+    private let tunSlab: UnsafeMutableRawPointer
+    private let scratch: UnsafeMutableRawBufferPointer
+    private let pool: ReceivePool
+    private let queueV4: SendQueue
+    private let queueV6: SendQueue
+    private var isClosed = false
+
+    /// - Parameters:
+    ///   - mtu: the TUN MTU; buffers are sized from it.
+    public init(device: Device, allowedIPs: AllowedIPs<PeerID>, tun: TunDevice, socketV4: UDPSocket?,
+                socketV6: UDPSocket?, mtu: Int, logger: Logger) {
+        precondition(socketV4 != nil || socketV6 != nil, "the data plane needs a UDP socket")
+        self.device = device
+        self.allowedIPs = allowedIPs
+        self.tun = tun
+        self.socketV4 = socketV4
+        self.socketV6 = socketV6
+        self.logger = logger
+        // 16-byte header + packet padded to 16 + 16-byte tag, rounded to cache lines.
+        slotStride = (mtu + 16 + 16 + 16 + 63) & ~63
+        tunSlab = .allocate(byteCount: slotStride * batch, alignment: 64)
+        let datagramCapacity = max(2048, slotStride + 64)
+        scratch = .allocate(byteCount: datagramCapacity, alignment: 16)
+        pool = ReceivePool(count: batch, capacity: datagramCapacity, headroom: 0)
+        queueV4 = SendQueue(count: batch * 2, capacity: datagramCapacity)
+        queueV6 = SendQueue(count: batch * 2, capacity: datagramCapacity)
+    }
+
+    deinit {
+        tunSlab.deallocate()
+        scratch.deallocate()
+    }
+
+    /// Registers the descriptors and timers with `loop`. Call before the loop runs.
+    public func attach(to loop: EventLoop) throws(SystemError) {
+        try loop.register(fd: tun.fd) { [unowned self] _ in self.readTun() }
+        if let s = socketV4 { try loop.register(fd: s.fd) { [unowned self] _ in self.readSocket(s) } }
+        if let s = socketV6 { try loop.register(fd: s.fd) { [unowned self] _ in self.readSocket(s) } }
+        loop.deadlineProvider = { [unowned self] in self.device.nextDeadline }
+        loop.timeoutHandler = { [unowned self] now in self.handleTimers(now: now) }
+        loop.afterIterationHandler = { [unowned self] in self.flush() }
+    }
+
+    /// Unregisters and closes everything; closing the TUN descriptor removes the interface.
+    public func close(loop: EventLoop) {
+        guard !isClosed else { return }
+        isClosed = true
+        loop.unregister(fd: tun.fd)
+        if let s = socketV4 { loop.unregister(fd: s.fd); s.close() }
+        if let s = socketV6 { loop.unregister(fd: s.fd); s.close() }
+        tun.close()
+        pool.deallocate()
+        queueV4.deallocate()
+        queueV6.deallocate()
+    }
+
+    /// Datagrams dropped by the send queues (socket buffer full, unreachable...).
+    public var udpSendDropped: Int { queueV4.totalDropped + queueV6.totalDropped }
+
+    // MARK: TUN → UDP
+
+    func readTun() {
+        flush()
+        let now = MonotonicClock.now()
+        var used = 0
+        var reads = 0
+        while used < batch, reads < batch * 2 {
+            reads += 1
+            let slot = tunSlab + used * slotStride
+            let packetArea = UnsafeMutableRawBufferPointer(start: slot + 16, count: slotStride - 32)
+            let n: Int
+            do {
+                guard case .processed(let count) = try tun.read(into: packetArea) else { break }
+                n = count
+            } catch {
+                logger.error("reading the TUN interface failed", metadata: ["error": "\(error)"])
+                break
+            }
+            counters.tunPacketsRead &+= 1
+            guard let peer = route(UnsafeRawBufferPointer(start: slot + 16, count: n)) else { continue }
+            let out = UnsafeMutableRawBufferPointer(start: slot, count: slotStride)
+            let plaintext = UnsafeRawBufferPointer(start: slot + 16, count: n)
+            switch device[peer].encapsulate(plaintext, into: out, now: now) {
+            case .datagram(let length), .handshakeInitiation(let length):
+                if send(UnsafeRawBufferPointer(start: slot, count: length), peer: peer, copy: false) { used += 1 }
+            case .queued, .drop:
+                break
+            }
+        }
+        flush()
+    }
+
+    /// The peer for an outgoing packet's destination; counts the drop when there is none.
+    @inline(__always)
+    private func route(_ packet: UnsafeRawBufferPointer) -> PeerID? {
+        guard packet.count >= 1 else {
+            counters.droppedMalformedOutgoing &+= 1
+            return nil
+        }
+        let peer: PeerID?
+        switch packet[0] >> 4 {
+        case 4 where packet.count >= 20:
+            peer = allowedIPs.lookup(v4: UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
+        case 6 where packet.count >= 40:
+            peer = allowedIPs.lookup(
+                v6High: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 24, as: UInt64.self)),
+                low: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 32, as: UInt64.self)))
+        default:
+            counters.droppedMalformedOutgoing &+= 1
+            return nil
+        }
+        if peer == nil { counters.droppedNoRoute &+= 1 }
+        return peer
+    }
+
+    // MARK: UDP → TUN
+
+    func readSocket(_ socket: UDPSocket) {
+        let received: Int
+        do {
+            received = try pool.receive(from: socket)
+        } catch {
+            logger.error("receiving from the UDP socket failed", metadata: ["error": "\(error)"])
+            return
+        }
+        guard received > 0 else { return }
+        let now = MonotonicClock.now()
+        for i in 0..<received {
+            if pool.truncated(i) {
+                counters.droppedTruncated &+= 1
+                continue
+            }
+            let source = pool.source(i)
+            let datagram = UnsafeRawBufferPointer(pool.payload(i))
+            let (peer, result) = device.decapsulate(datagram, from: source, into: scratch, now: now)
+            switch result {
+            case .packet(let range):
+                deliver(UnsafeRawBufferPointer(rebasing: scratch[range]), from: peer!)
+            case .handshakeResponse(let n), .cookieReply(let n):
+                enqueue(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), to: source)
+            case .handshakeCompleted(let n):
+                logger.info("handshake completed", metadata: ["peer": "\(device[peer!].publicKey)", "endpoint": "\(source)"])
+                send(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), peer: peer!, copy: true)
+            case .keepalive, .cookieAccepted, .drop:
+                break
+            }
+            if let peer, device[peer].queuedPacketCount > 0 { drainQueue(of: peer, now: now) }
+        }
+        flush()
+    }
+
+    /// Checks the inner source against the sending peer's AllowedIPs and writes the packet to TUN.
+    @inline(__always)
+    private func deliver(_ packet: UnsafeRawBufferPointer, from peer: PeerID) {
+        let owner: PeerID?
+        switch packet.count >= 1 ? packet[0] >> 4 : 0 {
+        case 4 where packet.count >= 20:
+            owner = allowedIPs.lookup(v4: UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        case 6 where packet.count >= 40:
+            owner = allowedIPs.lookup(
+                v6High: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                low: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+        default:
+            counters.droppedMalformedIncoming &+= 1
+            return
+        }
+        guard owner == peer else {
+            counters.droppedSourceNotAllowed &+= 1
+            return
+        }
+        do {
+            switch try tun.write(packet) {
+            case .processed: counters.tunPacketsWritten &+= 1
+            case .wouldBlock: counters.droppedTunWrite &+= 1
+            }
+        } catch {
+            counters.droppedTunWrite &+= 1
+        }
+    }
+
+    private func drainQueue(of peer: PeerID, now: Timestamp) {
+        while let n = device[peer].nextQueuedDatagram(into: scratch, now: now) {
+            send(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), peer: peer, copy: true)
+        }
+    }
+
+    // MARK: timers
+
+    func handleTimers(now: Timestamp) {
+        for (peer, action) in device.handleTimeout(now: now) {
+            switch action {
+            case .sendHandshakeInitiation(let bytes), .sendKeepalive(let bytes):
+                bytes.withUnsafeBytes { _ = send($0, peer: peer, copy: true) }
+            case .handshakeGaveUp(let dropped):
+                logger.notice("handshake gave up", metadata: ["peer": "\(device[peer].publicKey)", "dropped": "\(dropped)"])
+            case .keysErased:
+                logger.info("session keys erased after inactivity", metadata: ["peer": "\(device[peer].publicKey)"])
+            }
+        }
+        flush()
+    }
+
+    // MARK: sending
+
+    /// Queues a datagram to the peer's current endpoint: copied into the queue, or (`copy: false`)
+    /// referenced in place, which requires a flush before the bytes are reused. False if dropped.
+    @discardableResult
+    private func send(_ bytes: UnsafeRawBufferPointer, peer: PeerID, copy: Bool) -> Bool {
+        guard let endpoint = device[peer].endpoint else {
+            counters.droppedNoEndpoint &+= 1
+            return false
+        }
+        if copy { return enqueue(bytes, to: endpoint) }
+        guard let (queue, socket) = queue(for: endpoint) else { return false }
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        if queue.enqueue(header: empty, payload: bytes, to: endpoint) { return true }
+        queue.flush(on: socket)
+        return queue.enqueue(header: empty, payload: bytes, to: endpoint)
+    }
+
+    @discardableResult
+    private func enqueue(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress) -> Bool {
+        guard let (queue, socket) = queue(for: destination) else { return false }
+        if queue.enqueue(bytes, to: destination) { return true }
+        queue.flush(on: socket)
+        return queue.enqueue(bytes, to: destination)
+    }
+
+    @inline(__always)
+    private func queue(for destination: SocketAddress) -> (SendQueue, UDPSocket)? {
+        switch destination.ip {
+        case .v4:
+            if let s = socketV4 { return (queueV4, s) }
+        case .v6:
+            if let s = socketV6 { return (queueV6, s) }
+        }
+        counters.droppedNoSocket &+= 1
+        return nil
+    }
+
+    func flush() {
+        if queueV4.pending > 0, let s = socketV4 { queueV4.flush(on: s) }
+        if queueV6.pending > 0, let s = socketV6 { queueV6.flush(on: s) }
+    }
+}

@@ -1,0 +1,178 @@
+import ArgumentParser
+import FZCore
+import FZLinux
+import Logging
+import WireGuard
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `fz-gateway`. Today only the static-peer mode (`--wg-config`): a WireGuard interface configured
+/// from a wg-quick file, interoperable with wireguard-go and the kernel implementation. The
+/// portal-driven mode (`FZ_TOKEN`, `FZ_PORTAL_URL`) builds on this data plane later.
+public struct GatewayCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "fz-gateway",
+        abstract: "The fz gateway: a WireGuard data plane on a TUN interface.",
+        discussion: """
+            Static-peer mode (--wg-config FILE) reads a wg-quick(8) file: [Interface] PrivateKey, \
+            ListenPort, Address, MTU; [Peer] PublicKey, PresharedKey, AllowedIPs, Endpoint, \
+            PersistentKeepalive. It creates the TUN interface, assigns the addresses, adds a route for \
+            each AllowedIPs prefix (except /0 prefixes, which need policy routing), and notifies systemd \
+            (READY=1) once traffic can flow. SIGTERM or SIGINT removes the interface and exits 0. \
+            Needs CAP_NET_ADMIN.
+            """)
+
+    @Option(name: .customLong("wg-config"), help: ArgumentHelp("A wg-quick configuration file.", valueName: "file"))
+    var wgConfig: String?
+
+    @Option(help: ArgumentHelp("Name of the TUN interface to create (at most 15 bytes).", valueName: "name"))
+    var interface: String = "fz0"
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    public init() {}
+
+    public func validate() throws {
+        guard wgConfig != nil else {
+            throw ValidationError("--wg-config FILE is required (the portal-driven mode is not implemented yet)")
+        }
+        guard !interface.isEmpty, interface.utf8.count <= 15, !interface.contains("/"), !interface.contains(" ") else {
+            throw ValidationError("--interface must be 1-15 bytes without '/' or spaces")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+    }
+
+    public func run() throws {
+        var logger = Logger(label: "fz-gateway")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let path = wgConfig!
+        let text: String
+        do {
+            text = try Self.readFile(path)
+        } catch {
+            throw ValidationError("cannot read \(path): \(error)")
+        }
+        let config: WireGuardConfiguration
+        do {
+            config = try WireGuardConfiguration.parse(text)
+        } catch {
+            throw ValidationError("\(path): \(error)")
+        }
+        for warning in config.warnings { logger.warning("\(path): \(warning)") }
+        do {
+            try StaticGateway.run(config: config, interfaceName: interface, logger: logger)
+        } catch {
+            logger.critical("fz-gateway failed: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    static func readFile(_ path: String) throws(SystemError) -> String {
+        guard let file = fopen(path, "r") else { throw SystemError(errno: errno, call: "fopen(\(path))") }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, file)
+            if n > 0 { bytes += chunk[0..<n] }
+            if n < chunk.count {
+                if ferror(file) != 0 { throw SystemError(errno: errno, call: "fread(\(path))") }
+                break
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// Builds the interface, sockets and data plane from a configuration, runs the loop on its own
+/// thread, and waits on the calling thread for SIGTERM/SIGINT.
+public enum StaticGateway {
+    public static func run(config: WireGuardConfiguration, interfaceName: String, logger: Logger) throws {
+        // Before any thread exists, so every thread inherits the mask and only sigwait sees them.
+        try TerminationSignals.block()
+
+        let mtu = config.interface.mtu ?? WireGuardConfiguration.defaultMTU
+        let (seconds, nanoseconds) = RealtimeClock.now()
+        let wallClock = WireGuard.WallClock(anchor: TAI64N(unixSeconds: seconds, nanoseconds: nanoseconds),
+                                            at: MonotonicClock.now())
+        var device = Device(privateKey: config.interface.privateKey, wallClock: wallClock)
+        var allowed = AllowedIPs<PeerID>()
+        for peer in config.peers {
+            let configuration = PeerConfiguration(
+                publicKey: peer.publicKey, presharedKey: peer.presharedKey,
+                persistentKeepalive: peer.persistentKeepalive.map { .seconds($0) }, endpoint: peer.endpoint, mtu: mtu)
+            guard let id = device.addPeer(configuration) else {
+                throw WireGuardConfigurationError(line: peer.line, key: "PublicKey", message: "cannot add this peer")
+            }
+            for prefix in peer.allowedIPs { allowed.insert(prefix, id) }
+        }
+
+        let tun = try TunDevice(name: interfaceName)
+        let netlink = try RouteNetlinkSocket()
+        defer { netlink.close() }
+        try netlink.setLink(index: tun.index, up: false, mtu: mtu)
+        for address in config.interface.addresses { try netlink.addAddress(address, index: tun.index) }
+        try netlink.setLink(index: tun.index, up: true, mtu: nil)
+        for peer in config.peers {
+            for prefix in peer.allowedIPs {
+                if prefix.prefixLength == 0 {
+                    logger.warning("not routing \(prefix) to \(tun.name): a default route needs policy routing, which is not implemented")
+                    continue
+                }
+                try netlink.addRoute(prefix, index: tun.index)
+            }
+        }
+
+        let port = config.interface.listenPort ?? 0
+        let socketV4 = try UDPSocket(bindingTo: SocketAddress(IPv4Address.any, port),
+                                     receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
+        var socketV6: UDPSocket?
+        do {
+            socketV6 = try UDPSocket(bindingTo: SocketAddress(IPv6Address.any, socketV4.localAddress.port),
+                                     receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
+        } catch {
+            logger.notice("no IPv6 socket: \(error)")
+        }
+
+        let loop = try EventLoop()
+        let plane = DataPlane(device: device, allowedIPs: allowed, tun: tun, socketV4: socketV4, socketV6: socketV6,
+                              mtu: mtu, logger: logger)
+        try plane.attach(to: loop)
+        let thread = try loop.start(name: "fz-gw-loop")
+        logger.info("interface up", metadata: [
+            "interface": "\(tun.name)", "port": "\(socketV4.localAddress.port)",
+            "public-key": "\(device.publicKey)", "peers": "\(config.peers.count)", "mtu": "\(mtu)",
+        ])
+        SystemdNotifier.notify("READY=1\nSTATUS=\(tun.name) up, \(config.peers.count) peer(s), port \(socketV4.localAddress.port)")
+
+        let signal = try TerminationSignals.wait()
+        logger.info("signal \(signal): stopping")
+        SystemdNotifier.notify("STOPPING=1")
+        loop.stop()
+        thread.join()
+        let summary = Self.summary(plane)
+        // The loop has returned: this thread owns everything now. Closing the TUN descriptor removes
+        // the interface with its addresses and routes.
+        plane.close(loop: loop)
+        logger.info("stopped", metadata: ["counters": "\(summary)"])
+    }
+
+    static func summary(_ plane: DataPlane) -> String {
+        var parts = [plane.counters.summary, "udp_send_dropped=\(plane.udpSendDropped)",
+                     "device_dropped=\(plane.device.dropped.total)"]
+        for id in plane.device.peerIDs {
+            let s = plane.device[id].stats
+            parts.append("peer[\(plane.device[id].publicKey)] tx=\(s.packetsSent) rx=\(s.packetsReceived) "
+                         + "handshakes=\(s.handshakesCompleted) dropped=\(s.dropped.total)")
+        }
+        return parts.joined(separator: " ")
+    }
+}
+
+/// The executable's entry point (keeps ArgumentParser out of the thin `fz-gateway` target).
+public enum GatewayMain {
+    public static func run() { GatewayCommand.main() }
+}

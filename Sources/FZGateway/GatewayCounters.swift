@@ -1,0 +1,33 @@
+/// What the data plane did with packets outside the WireGuard core's own counters (which count
+/// protocol drops per peer and per device). Plain integers, touched only by the loop thread.
+public struct GatewayCounters: Sendable, Equatable {
+    /// Packets read from the TUN interface.
+    public var tunPacketsRead: UInt64 = 0
+    /// Decrypted packets written to the TUN interface.
+    public var tunPacketsWritten: UInt64 = 0
+    /// Outgoing packets whose destination is in no peer's AllowedIPs.
+    public var droppedNoRoute: UInt64 = 0
+    /// Outgoing packets too short or not IPv4/IPv6.
+    public var droppedMalformedOutgoing: UInt64 = 0
+    /// Datagrams for a peer whose endpoint is not known yet (no Endpoint, never heard from).
+    public var droppedNoEndpoint: UInt64 = 0
+    /// Decrypted packets whose inner source is not in the sending peer's AllowedIPs (§2).
+    public var droppedSourceNotAllowed: UInt64 = 0
+    /// Decrypted packets that are not a well-formed IPv4/IPv6 header.
+    public var droppedMalformedIncoming: UInt64 = 0
+    /// Packets the TUN interface refused (queue full, or rejected).
+    public var droppedTunWrite: UInt64 = 0
+    /// Datagrams longer than the receive buffer.
+    public var droppedTruncated: UInt64 = 0
+    /// Datagrams for the other address family than any bound socket.
+    public var droppedNoSocket: UInt64 = 0
+
+    public init() {}
+
+    public var summary: String {
+        "tun_read=\(tunPacketsRead) tun_written=\(tunPacketsWritten) no_route=\(droppedNoRoute) "
+            + "malformed_out=\(droppedMalformedOutgoing) no_endpoint=\(droppedNoEndpoint) "
+            + "source_not_allowed=\(droppedSourceNotAllowed) malformed_in=\(droppedMalformedIncoming) "
+            + "tun_write_dropped=\(droppedTunWrite) truncated=\(droppedTruncated) no_socket=\(droppedNoSocket)"
+    }
+}
