@@ -9,7 +9,7 @@
 
 FROM swift:6.3-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libsodium-dev libsystemd-dev libidn-dev pkg-config \
+ && apt-get install -y --no-install-recommends libsodium-dev libsystemd-dev libidn-dev libsqlite3-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Resolve dependencies in their own layer so source edits do not refetch them.
@@ -22,7 +22,7 @@ RUN swift build -c release --product fz-relay --static-swift-stdlib \
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libsodium23 libsystemd0 libidn12 ca-certificates \
+ && apt-get install -y --no-install-recommends libsodium23 libsystemd0 libidn12 libsqlite3-0 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --uid 65532 fz
 COPY --from=build /out/ /

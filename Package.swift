@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "fz-relay", targets: ["fz-relay"]),
         .executable(name: "fz-turnbench", targets: ["fz-turnbench"]),
         .executable(name: "fz-gateway", targets: ["fz-gateway"]),
+        .executable(name: "fz-portal", targets: ["fz-portal"]),
         .library(name: "STUN", targets: ["STUN"]),
         .library(name: "TURN", targets: ["TURN"]),
     ],
@@ -28,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // MARK: C libraries and shims
@@ -84,6 +87,25 @@ let package = Package(
         ),
         .executableTarget(name: "fz-gateway", dependencies: ["FZGateway"], swiftSettings: strict),
 
+        // The control plane: pure decisions in Portal, storage and HTTP/WebSocket in FZPortal.
+        .target(name: "Portal", dependencies: ["FZCore", "CSodium", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .target(
+            name: "FZPortal",
+            dependencies: [
+                "FZCore", "Portal", "FZLinux",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "fz-portal", dependencies: ["FZPortal"], swiftSettings: strict),
+
         // MARK: Benchmark tools (scripts/bench-relay.sh)
         .executableTarget(
             name: "fz-turnbench",
@@ -104,6 +126,16 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "FZLinux", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "PortalTests", dependencies: ["Portal", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "FZPortalTests",
+            dependencies: [
+                "FZPortal", "Portal", "FZTestSupport",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZLinuxTests", dependencies: ["FZLinux", "FZTestSupport"], swiftSettings: strict),
         .testTarget(

@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [build|test]   (test also installs the real peers we test against)
 set -euo pipefail
 mode=${1:-test}
-pkgs=(libsodium-dev libsystemd-dev libidn-dev pkg-config)
+pkgs=(libsodium-dev libsystemd-dev libidn-dev libsqlite3-dev pkg-config)
 if [[ $mode == test ]]; then
     pkgs+=(coturn python3 python3-pip iproute2 curl wireguard-go wireguard-tools iperf3 iputils-ping)
 fi

@@ -1,0 +1,1 @@
+print("fz-portal: not built yet")
