@@ -1,1 +1,4 @@
-print("fz-portal: not built yet")
+import FZPortal
+
+// Thin: parse the command line, hand over to FZPortal.
+await PortalMain.run()

@@ -1,0 +1,82 @@
+import Foundation
+import Hummingbird
+import Portal
+
+/// Every error the API returns, as `{"error": CODE, "message": TEXT, "field": NAME?}`.
+struct APIError: HTTPResponseError, Equatable {
+    var status: HTTPResponse.Status
+    var code: String
+    var message: String
+    var field: String?
+
+    static func invalid(field: String, _ message: String) -> APIError {
+        APIError(status: .badRequest, code: "invalid", message: message, field: field)
+    }
+    static let unauthorized = APIError(status: .unauthorized, code: "unauthorized", message: "a valid admin token is required (Authorization: Bearer fz_…)")
+    static func notFound(_ what: String) -> APIError { APIError(status: .notFound, code: "not_found", message: "no such \(what)") }
+    static func conflict(field: String, _ message: String) -> APIError {
+        APIError(status: .conflict, code: "conflict", message: message, field: field)
+    }
+
+    struct Body: Encodable {
+        var error: String
+        var message: String
+        var field: String?
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        let data = try JSONCoding.encoder.encode(Body(error: code, message: message, field: field))
+        var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
+        if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// Maps domain and storage errors to API errors; anything else stays a 500.
+    static func from(_ error: any Error) -> any Error {
+        switch error {
+        case let e as ValidationError: return invalid(field: e.field, e.reason)
+        case let e as StoreError:
+            switch e {
+            case .unknownReference(let field): return invalid(field: field, "refers to nothing")
+            case .conflict(let field, let reason): return conflict(field: field, reason)
+            case .addressPoolExhausted, .unsupportedURL: return error
+            }
+        case let e as DecodingError: return decoding(e)
+        default: return error
+        }
+    }
+
+    /// A JSON body that does not decode: name the field (in snake_case, as the client wrote it).
+    static func decoding(_ e: DecodingError) -> APIError {
+        func path(_ p: [any CodingKey]) -> String {
+            p.map { k in k.intValue.map(String.init) ?? snake(k.stringValue) }.joined(separator: ".")
+        }
+        switch e {
+        case .keyNotFound(let key, let ctx): return invalid(field: path(ctx.codingPath + [key]), "is required")
+        case .typeMismatch(_, let ctx), .valueNotFound(_, let ctx):
+            return invalid(field: path(ctx.codingPath), "has the wrong type")
+        case .dataCorrupted(let ctx):
+            return ctx.codingPath.isEmpty ? invalid(field: "body", "is not valid JSON") : invalid(field: path(ctx.codingPath), ctx.debugDescription)
+        @unknown default: return invalid(field: "body", "cannot be decoded")
+        }
+    }
+
+    static func snake(_ s: String) -> String {
+        var out = ""
+        for c in s {
+            if c.isUppercase {
+                out += "_" + c.lowercased()
+            } else {
+                out.append(c)
+            }
+        }
+        return out
+    }
+}
+
+/// Turns thrown domain/storage/decoding errors into API errors for every route behind it.
+struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do { return try await next(request, context) } catch { throw APIError.from(error) }
+    }
+}

@@ -1,0 +1,53 @@
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import Portal
+import Prometheus
+import Synchronization
+
+/// What `/readyz` reports: ready once migrations ran and the listener is up.
+public final class Readiness: Sendable {
+    let ready = Atomic<Bool>(false)
+    public init() {}
+    public var isReady: Bool { ready.load(ordering: .acquiring) }
+    public func set(_ value: Bool) { ready.store(value, ordering: .releasing) }
+}
+
+/// Builds the portal's HTTP surface: probes, metrics, admin API (and, later, the control channel).
+public enum PortalApplication {
+    public static func router(
+        store: any PortalStore, clock: WallClock, readiness: Readiness, registry: PrometheusCollectorRegistry
+    ) -> Router<PortalContext> {
+        let router = Router(context: PortalContext.self)
+        router.get("healthz") { _, _ in "ok\n" }
+        router.get("readyz") { _, _ -> String in
+            guard readiness.isReady else { throw HTTPError(.serviceUnavailable, message: "not ready") }
+            return "ready\n"
+        }
+        router.get("metrics") { _, _ in registry.emitToString() }
+        let authenticator = TokenAuthenticator(store: store, clock: clock)
+        AdminAPI(store: store, clock: clock, policiesRemoved: { _ in }).register(on: router, authenticator: authenticator)
+        return router
+    }
+
+    public static func application(
+        router: Router<PortalContext>, host: String, port: Int, logger: Logger,
+        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        Application(
+            router: router,
+            server: .http1WebSocketUpgrade(webSocketRouter: router),
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "fz-portal"),
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
+            logger: logger)
+    }
+
+    /// On a database without any admin token, issues one and returns its secret (printed once by
+    /// `serve`); nil when an admin token exists.
+    public static func bootstrapAdminToken(store: any PortalStore, now: UnixTime) async throws -> String? {
+        guard try await store.adminTokenCount() == 0 else { return nil }
+        let issued = try IssuedToken.issue(name: "initial admin", scope: .admin, subject: nil, now: now)
+        try await store.insert(token: issued.token)
+        return issued.secret.presented
+    }
+}

@@ -1,0 +1,260 @@
+import FZCore
+import Foundation
+import GRDB
+import Portal
+
+extension SQLiteStore {
+    // MARK: Actors, groups, memberships
+
+    public func insert(actor a: PortalActor) async throws {
+        try await write { db in
+            try db.execute(sql: "INSERT INTO actors (id, name, kind) VALUES (?, ?, ?)", arguments: [a.id.rawValue, a.name, a.kind.rawValue])
+        }
+    }
+
+    public func actors() async throws -> [PortalActor] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM actors ORDER BY id").map(Rows.actor) }
+    }
+
+    public func actor(_ id: ActorID) async throws -> PortalActor? {
+        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM actors WHERE id = ?", arguments: [id.rawValue]).map(Rows.actor) }
+    }
+
+    public func deleteActor(_ id: ActorID) async throws -> Deletion {
+        try await write { db in try Self.delete(db, table: "actors", id: id.rawValue, policiesWhere: nil) }
+    }
+
+    public func insert(group g: Group) async throws {
+        try await write { db in try db.execute(sql: "INSERT INTO groups (id, name) VALUES (?, ?)", arguments: [g.id.rawValue, g.name]) }
+    }
+
+    public func groups() async throws -> [Group] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM groups ORDER BY id").map { Group(id: GroupID($0["id"]), name: $0["name"]) }
+        }
+    }
+
+    public func deleteGroup(_ id: GroupID) async throws -> Deletion {
+        try await write { db in try Self.delete(db, table: "groups", id: id.rawValue, policiesWhere: "group_id = ?") }
+    }
+
+    public func insert(membership m: Membership) async throws {
+        try await write { db in
+            try Self.require(db, "groups", m.groupId.rawValue, field: "group_id")
+            try Self.require(db, "actors", m.actorId.rawValue, field: "actor_id")
+            try db.execute(
+                sql: "INSERT INTO memberships (group_id, actor_id) VALUES (?, ?)", arguments: [m.groupId.rawValue, m.actorId.rawValue])
+        }
+    }
+
+    public func memberships() async throws -> [Membership] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM memberships ORDER BY group_id, actor_id").map {
+                Membership(groupId: GroupID($0["group_id"]), actorId: ActorID($0["actor_id"]))
+            }
+        }
+    }
+
+    public func deleteMembership(_ m: Membership) async throws -> Deletion {
+        try await write { db in
+            try db.execute(
+                sql: "DELETE FROM memberships WHERE group_id = ? AND actor_id = ?", arguments: [m.groupId.rawValue, m.actorId.rawValue])
+            return Deletion(found: db.changesCount > 0)
+        }
+    }
+
+    public func groupIDs(ofActor id: ActorID) async throws -> Set<GroupID> {
+        try await read { db in
+            Set(try String.fetchAll(db, sql: "SELECT group_id FROM memberships WHERE actor_id = ?", arguments: [id.rawValue]).map(GroupID.init))
+        }
+    }
+
+    // MARK: Sites, resources, policies
+
+    public func insert(site s: Site) async throws {
+        try await write { db in try db.execute(sql: "INSERT INTO sites (id, name) VALUES (?, ?)", arguments: [s.id.rawValue, s.name]) }
+    }
+
+    public func sites() async throws -> [Site] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM sites ORDER BY id").map { Site(id: SiteID($0["id"]), name: $0["name"]) } }
+    }
+
+    public func site(_ id: SiteID) async throws -> Site? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM sites WHERE id = ?", arguments: [id.rawValue]).map { Site(id: SiteID($0["id"]), name: $0["name"]) }
+        }
+    }
+
+    public func deleteSite(_ id: SiteID) async throws -> Deletion {
+        try await write { db in
+            try Self.delete(
+                db, table: "sites", id: id.rawValue, policiesWhere: "resource_id IN (SELECT id FROM resources WHERE site_id = ?)")
+        }
+    }
+
+    public func insert(resource r: Resource) async throws {
+        try await write { db in
+            try Self.require(db, "sites", r.siteId.rawValue, field: "site_id")
+            try db.execute(
+                sql: "INSERT INTO resources (id, site_id, name, address, filters) VALUES (?, ?, ?, ?, ?)",
+                arguments: [r.id.rawValue, r.siteId.rawValue, r.name, r.address.description, Rows.filters(r.filters)])
+        }
+    }
+
+    public func resources() async throws -> [Resource] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM resources ORDER BY id").map(Rows.resource) }
+    }
+
+    public func resource(_ id: ResourceID) async throws -> Resource? {
+        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM resources WHERE id = ?", arguments: [id.rawValue]).map(Rows.resource) }
+    }
+
+    public func deleteResource(_ id: ResourceID) async throws -> Deletion {
+        try await write { db in try Self.delete(db, table: "resources", id: id.rawValue, policiesWhere: "resource_id = ?") }
+    }
+
+    public func insert(policy p: Policy) async throws {
+        let conditions = try Rows.conditions(p.conditions)
+        try await write { db in
+            try Self.require(db, "groups", p.groupId.rawValue, field: "group_id")
+            try Self.require(db, "resources", p.resourceId.rawValue, field: "resource_id")
+            try db.execute(
+                sql: "INSERT INTO policies (id, group_id, resource_id, conditions) VALUES (?, ?, ?, ?)",
+                arguments: [p.id.rawValue, p.groupId.rawValue, p.resourceId.rawValue, conditions])
+        }
+    }
+
+    public func policies() async throws -> [Policy] {
+        try await read { db in try Rows.policies(db, where: "1", []) }
+    }
+
+    public func policies(forResource id: ResourceID) async throws -> [Policy] {
+        try await read { db in try Rows.policies(db, where: "resource_id = ?", [id.rawValue]) }
+    }
+
+    public func deletePolicy(_ id: PolicyID) async throws -> Deletion {
+        try await write { db in try Self.delete(db, table: "policies", id: id.rawValue, policiesWhere: "id = ?") }
+    }
+
+    // MARK: Gateways, relays, clients
+
+    public func registerGateway(site: SiteID, name: String, publicKey: WireGuardKey) async throws -> Gateway {
+        try await write { db in
+            try Self.require(db, "sites", site.rawValue, field: "site_id")
+            if let row = try Row.fetchOne(
+                db, sql: "SELECT * FROM gateways WHERE site_id = ? AND public_key = ?", arguments: [site.rawValue, publicKey.base64])
+            {
+                var g = try Rows.gateway(row)
+                if g.name != name {
+                    try db.execute(sql: "UPDATE gateways SET name = ? WHERE id = ?", arguments: [name, g.id.rawValue])
+                    g.name = name
+                }
+                return g
+            }
+            let g = Gateway(id: .random(prefix: "gw"), siteId: site, name: name, publicKey: publicKey)
+            try db.execute(
+                sql: "INSERT INTO gateways (id, site_id, name, public_key) VALUES (?, ?, ?, ?)",
+                arguments: [g.id.rawValue, site.rawValue, name, publicKey.base64])
+            return g
+        }
+    }
+
+    public func gateways() async throws -> [Gateway] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM gateways ORDER BY id").map(Rows.gateway) }
+    }
+
+    public func registerRelay(name: String, region: String, addresses: [String]) async throws -> Relay {
+        try await write { db in
+            let joined = addresses.joined(separator: ",")
+            if let row = try Row.fetchOne(db, sql: "SELECT * FROM relays WHERE name = ?", arguments: [name]) {
+                let id: String = row["id"]
+                try db.execute(sql: "UPDATE relays SET region = ?, addresses = ? WHERE id = ?", arguments: [region, joined, id])
+                return Relay(id: RelayID(id), name: name, region: region, addresses: addresses)
+            }
+            let r = Relay(id: .random(prefix: "relay"), name: name, region: region, addresses: addresses)
+            try db.execute(
+                sql: "INSERT INTO relays (id, name, region, addresses) VALUES (?, ?, ?, ?)", arguments: [r.id.rawValue, name, region, joined])
+            return r
+        }
+    }
+
+    public func relays() async throws -> [Relay] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM relays ORDER BY id").map(Rows.relay) }
+    }
+
+    public func registerClient(actor: ActorID, name: String, publicKey: WireGuardKey, allocator: AddressAllocator) async throws -> Client {
+        try await write { db in
+            try Self.require(db, "actors", actor.rawValue, field: "actor_id")
+            if let row = try Row.fetchOne(db, sql: "SELECT * FROM clients WHERE public_key = ?", arguments: [publicKey.base64]) {
+                var c = try Rows.client(row)
+                guard c.actorId == actor else { throw StoreError.conflict(field: "public_key", reason: "belongs to another actor") }
+                if c.name != name {
+                    try db.execute(sql: "UPDATE clients SET name = ? WHERE id = ?", arguments: [name, c.id.rawValue])
+                    c.name = name
+                }
+                return c
+            }
+            let used4 = Set(try String.fetchAll(db, sql: "SELECT ipv4 FROM clients").compactMap(IPv4Address.init))
+            let used6 = Set(try String.fetchAll(db, sql: "SELECT ipv6 FROM clients").compactMap(IPv6Address.init))
+            guard let v4 = allocator.nextIPv4(used: used4), let v6 = allocator.nextIPv6(used: used6) else {
+                throw StoreError.addressPoolExhausted
+            }
+            let c = Client(id: .random(prefix: "cli"), actorId: actor, name: name, publicKey: publicKey, ipv4: v4, ipv6: v6)
+            try db.execute(
+                sql: "INSERT INTO clients (id, actor_id, name, public_key, ipv4, ipv6) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [c.id.rawValue, actor.rawValue, name, publicKey.base64, v4.description, v6.description])
+            return c
+        }
+    }
+
+    public func clients() async throws -> [Client] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM clients ORDER BY id").map(Rows.client) }
+    }
+
+    public func client(_ id: ClientID) async throws -> Client? {
+        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM clients WHERE id = ?", arguments: [id.rawValue]).map(Rows.client) }
+    }
+
+    // MARK: Tokens and settings
+
+    public func insert(token t: Token) async throws {
+        try await write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO tokens (id, name, scope, subject, hash, created_at, expires_at, revoked_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    t.id.rawValue, t.name, t.scope.rawValue, t.subject, Data(t.hash), t.createdAt.seconds, t.expiresAt?.seconds,
+                    t.revokedAt?.seconds,
+                ])
+        }
+    }
+
+    public func tokens() async throws -> [Token] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM tokens ORDER BY created_at, id").map(Rows.token) }
+    }
+
+    public func token(hash: [UInt8]) async throws -> Token? {
+        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM tokens WHERE hash = ?", arguments: [Data(hash)]).map(Rows.token) }
+    }
+
+    public func revokeToken(_ id: TokenID, at now: UnixTime) async throws -> Deletion {
+        try await write { db in
+            try db.execute(
+                sql: "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", arguments: [now.seconds, id.rawValue])
+            return Deletion(found: db.changesCount > 0)
+        }
+    }
+
+    public func adminTokenCount() async throws -> Int {
+        try await read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokens WHERE scope = 'admin'") ?? 0 }
+    }
+
+    public func setting(_ key: String, default value: String) async throws -> String {
+        try await write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", arguments: [key, value])
+            return try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = ?", arguments: [key]) ?? value
+        }
+    }
+}
