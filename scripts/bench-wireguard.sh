@@ -5,7 +5,8 @@
 # stime from /proc/PID/stat, both ends added up), which is steadier than the rates on a noisy box.
 #
 # Needs root, iperf3, wireguard-go, wireguard-tools (apt-get install --no-install-recommends).
-# Takes about a minute plus the release build.
+# Takes about a minute plus the release build. Prints a Markdown table, then the fz<->fz /
+# wireguard-go<->wireguard-go ratios (throughput and CPU per Gbit).
 #
 # Environment (all optional):
 #   FZ_GATEWAY_BIN=PATH           fz-gateway to use (default: swift build -c release --product fz-gateway)
@@ -156,3 +157,18 @@ for r in "${results[@]}"; do
     pair=$1 a=${1%-*} b=${1#*-}
     printf '| %-28s | %12s | %12s | %12s | %12s |\n' "$(names "$a") -> $(names "$b")" "$2" "$3" "$4" "$5"
 done
+
+# The ratio the issue asks for: fz<->fz over wireguard-go<->wireguard-go (same run, same box).
+fzfz="" wgwg=""
+for r in "${results[@]}"; do
+    case $r in fz-fz\ *) fzfz=$r;; wg-wg\ *) wgwg=$r;; esac
+done
+if [ -n "$fzfz" ] && [ -n "$wgwg" ]; then
+    python3 - $fzfz $wgwg <<'PY'
+import sys
+f = [float(x) for x in sys.argv[2:6]]
+w = [float(x) for x in sys.argv[7:11]]
+print(f"\nfz-gateway<->fz-gateway / wireguard-go<->wireguard-go: throughput x{f[0] / w[0]:.2f} (1 stream), "
+      f"x{f[2] / w[2]:.2f} (4 streams); CPU per Gbit x{f[1] / w[1]:.2f} (1 stream), x{f[3] / w[3]:.2f} (4 streams)")
+PY
+fi

@@ -17,10 +17,17 @@ import WireGuard
 /// written to the TUN interface. Nothing on these paths allocates, except the core's queue of
 /// packets that wait for a handshake.
 ///
+/// Handshake floods (whitepaper §5.3): every handshake message with a valid MAC1 is counted by a
+/// `HandshakeLoadMonitor`; while it reports load, `Device.underLoad` is set, so the core answers
+/// messages without a valid MAC2 with a 64-byte cookie reply (no Curve25519 work) and passes the
+/// ones with a valid MAC2 through its per-source `HandshakeRateLimiter` (20/s, burst 5). Entering
+/// and leaving that state is logged, and everything is counted (`GatewayCounters`, `Device`).
+///
 /// Loop-confined: every method runs on the loop thread (or before the loop starts).
 public final class DataPlane {
     public private(set) var device: Device
     public private(set) var counters = GatewayCounters()
+    public private(set) var load: HandshakeLoadMonitor
     public let tun: TunDevice
     public let socketV4: UDPSocket?
     public let socketV6: UDPSocket?
@@ -35,12 +42,16 @@ public final class DataPlane {
     private let queueV4: SendQueue
     private let queueV6: SendQueue
     private var isClosed = false
+    /// Device counters when the current under-load episode began, for its log line.
+    private var episodeStart: (at: Timestamp, cookies: UInt64, limited: UInt64, handshakes: UInt64)?
 
     /// - Parameters:
     ///   - mtu: the TUN MTU; buffers are sized from it.
+    ///   - load: when the gateway counts as under load (handshake flood protection).
     public init(device: Device, allowedIPs: AllowedIPs<PeerID>, tun: TunDevice, socketV4: UDPSocket?,
-                socketV6: UDPSocket?, mtu: Int, logger: Logger) {
+                socketV6: UDPSocket?, mtu: Int, load: HandshakeLoadMonitor = HandshakeLoadMonitor(), logger: Logger) {
         precondition(socketV4 != nil || socketV6 != nil, "the data plane needs a UDP socket")
+        self.load = load
         self.device = device
         self.allowedIPs = allowedIPs
         self.tun = tun
@@ -67,7 +78,10 @@ public final class DataPlane {
         try loop.register(fd: tun.fd) { [unowned self] _ in self.readTun() }
         if let s = socketV4 { try loop.register(fd: s.fd) { [unowned self] _ in self.readSocket(s) } }
         if let s = socketV6 { try loop.register(fd: s.fd) { [unowned self] _ in self.readSocket(s) } }
-        loop.deadlineProvider = { [unowned self] in self.device.nextDeadline }
+        loop.deadlineProvider = { [unowned self] in
+            // While under load, also wake up when it ends, to log that and clear the flag.
+            min(self.device.nextDeadline, self.device.underLoad ? self.load.until : .distantFuture)
+        }
         loop.timeoutHandler = { [unowned self] now in self.handleTimers(now: now) }
         loop.afterIterationHandler = { [unowned self] in self.flush() }
     }
@@ -163,7 +177,14 @@ public final class DataPlane {
             }
             let source = pool.source(i)
             let datagram = UnsafeRawBufferPointer(pool.payload(i))
+            let handshake = Self.isHandshakeMessage(datagram)
+            if handshake { updateLoadState(now: now) }
             let (peer, result) = device.decapsulate(datagram, from: source, into: scratch, now: now)
+            if handshake, result != .drop(.invalidMAC1), result != .drop(.malformed) {
+                // A valid MAC1: without the cookie mechanism this would cost a Curve25519 computation.
+                counters.handshakeMessagesReceived &+= 1
+                load.record(now: now)
+            }
             switch result {
             case .packet(let range):
                 deliver(UnsafeRawBufferPointer(rebasing: scratch[range]), from: peer!)
@@ -215,9 +236,50 @@ public final class DataPlane {
         }
     }
 
+    // MARK: handshake load (§5.3)
+
+    /// An initiation or response by type byte and size (the core checks the rest).
+    @inline(__always)
+    static func isHandshakeMessage(_ datagram: UnsafeRawBufferPointer) -> Bool {
+        switch datagram.count {
+        case 148: datagram[0] == 1
+        case 92: datagram[0] == 2
+        default: false
+        }
+    }
+
+    /// Sets `Device.underLoad` from the load monitor; logs and counts the transitions.
+    func updateLoadState(now: Timestamp) {
+        let underLoad = load.isUnderLoad(now: now)
+        guard underLoad != device.underLoad else { return }
+        device.underLoad = underLoad
+        let cookies = device.cookieRepliesSent, limited = device.dropped[.rateLimited]
+        if underLoad {
+            counters.underLoadEpisodes &+= 1
+            episodeStart = (now, cookies, limited, counters.handshakeMessagesReceived)
+            logger.notice(
+                "handshake load: under load (cookie replies for handshakes without a valid MAC2, per-source rate limit)",
+                metadata: ["threshold": "more than \(load.threshold) per \(load.window)", "hold": "\(load.hold)"])
+        } else {
+            var metadata: Logger.Metadata = [:]
+            if let start = episodeStart {
+                let elapsed = now - start.at
+                counters.underLoadNanoseconds &+= UInt64(max(0, elapsed.nanosecondsClamped))
+                metadata = [
+                    "duration": "\(elapsed)",
+                    "handshake-messages": "\(counters.handshakeMessagesReceived - start.handshakes)",
+                    "cookie-replies": "\(cookies - start.cookies)", "rate-limited": "\(limited - start.limited)",
+                ]
+            }
+            episodeStart = nil
+            logger.notice("handshake load: back to normal", metadata: metadata)
+        }
+    }
+
     // MARK: timers
 
     func handleTimers(now: Timestamp) {
+        if device.underLoad { updateLoadState(now: now) }
         for (peer, action) in device.handleTimeout(now: now) {
             switch action {
             case .sendHandshakeInitiation(let bytes), .sendKeepalive(let bytes):

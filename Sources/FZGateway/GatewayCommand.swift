@@ -161,8 +161,11 @@ public enum StaticGateway {
     }
 
     static func summary(_ plane: DataPlane) -> String {
+        let device = plane.device
         var parts = [plane.counters.summary, "udp_send_dropped=\(plane.udpSendDropped)",
-                     "device_dropped=\(plane.device.dropped.total)"]
+                     "device_dropped=\(device.dropped.total)", "cookie_replies_sent=\(device.cookieRepliesSent)",
+                     "rate_limited=\(device.dropped[.rateLimited])", "bad_mac1=\(device.dropped[.invalidMAC1])",
+                     "handshake_auth_failed=\(device.dropped[.authenticationFailed])"]
         for id in plane.device.peerIDs {
             let s = plane.device[id].stats
             parts.append("peer[\(plane.device[id].publicKey)] tx=\(s.packetsSent) rx=\(s.packetsReceived) "

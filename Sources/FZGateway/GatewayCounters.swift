@@ -21,6 +21,11 @@ public struct GatewayCounters: Sendable, Equatable {
     public var droppedTruncated: UInt64 = 0
     /// Datagrams for the other address family than any bound socket.
     public var droppedNoSocket: UInt64 = 0
+    /// Handshake initiations and responses with a valid MAC1 (the work the load monitor counts).
+    public var handshakeMessagesReceived: UInt64 = 0
+    /// Times the gateway went under load (§5.3), and the total time it spent there.
+    public var underLoadEpisodes: UInt64 = 0
+    public var underLoadNanoseconds: UInt64 = 0
 
     public init() {}
 
@@ -28,6 +33,8 @@ public struct GatewayCounters: Sendable, Equatable {
         "tun_read=\(tunPacketsRead) tun_written=\(tunPacketsWritten) no_route=\(droppedNoRoute) "
             + "malformed_out=\(droppedMalformedOutgoing) no_endpoint=\(droppedNoEndpoint) "
             + "source_not_allowed=\(droppedSourceNotAllowed) malformed_in=\(droppedMalformedIncoming) "
-            + "tun_write_dropped=\(droppedTunWrite) truncated=\(droppedTruncated) no_socket=\(droppedNoSocket)"
+            + "tun_write_dropped=\(droppedTunWrite) truncated=\(droppedTruncated) no_socket=\(droppedNoSocket) "
+            + "handshake_messages=\(handshakeMessagesReceived) under_load_episodes=\(underLoadEpisodes) "
+            + "under_load_ms=\(underLoadNanoseconds / 1_000_000)"
     }
 }

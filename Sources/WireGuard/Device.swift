@@ -11,14 +11,19 @@ public struct PeerID: Hashable, Sendable, CustomStringConvertible {
 /// index (whose top 24 bits are the peer's slot), and an initiation by decrypting the initiator's
 /// static key with ours, the one step of the handshake that needs no peer.
 ///
-/// MAC1, and under load MAC2 (§5.3), are checked here once before any Curve25519 work. Drops
-/// that happen before a peer is known are counted in `dropped`; the rest in the peer's stats.
+/// MAC1, and under load MAC2 and the per-source rate limit (§5.3), are checked here once before
+/// any Curve25519 work. Drops that happen before a peer is known are counted in `dropped`; the
+/// rest in the peer's stats.
 public struct Device: Sendable {
     public let publicKey: PublicKey
     let privateKey: PrivateKey
     /// While true, handshake messages need a valid MAC2 and get a cookie reply otherwise (§5.3).
     /// The I/O layer sets it, e.g. when the handshake queue is long (wireguard-go: 1/8 full).
     public var underLoad = false
+    /// Under load, a handshake message with a valid MAC2 still needs a token from its source's
+    /// bucket (wireguard-go, Linux: 20 per second, bursts of 5); without one it is dropped
+    /// (`DropReason.rateLimited`) before any Curve25519 work.
+    public var rateLimiter = HandshakeRateLimiter()
     /// The wall clock given to peers added from now on.
     public var wallClock: WallClock
     public private(set) var dropped = DropCounters()
@@ -100,6 +105,7 @@ public struct Device: Sendable {
                                                  now: now, into: out)
                 return (nil, .cookieReply(n))
             }
+            if underLoad && !rateLimiter.allow(source.ip, now: now) { return drop(.rateLimited) }
         }
         switch type {
         case .initiation:

@@ -60,6 +60,8 @@ public enum DropReason: Int, CaseIterable, Equatable, Sendable, CustomStringConv
     case replayedInitiation
     /// More than one initiation within 20 ms from the same peer.
     case initiationFlood
+    /// Under load: a handshake message with a valid MAC2 whose source used up its token bucket.
+    case rateLimited
     /// A transport counter already seen or older than the replay window (§5.4.6).
     case replayedCounter
     /// The session is older than REJECT_AFTER_TIME (§6.2).
@@ -86,6 +88,7 @@ public enum DropReason: Int, CaseIterable, Equatable, Sendable, CustomStringConv
         case .authenticationFailed: "authentication failed"
         case .replayedInitiation: "replayed initiation"
         case .initiationFlood: "initiation flood"
+        case .rateLimited: "rate limited"
         case .replayedCounter: "replayed counter"
         case .sessionExpired: "session expired"
         case .counterExhausted: "counter exhausted"

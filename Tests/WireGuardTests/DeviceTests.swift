@@ -167,3 +167,43 @@ struct DeviceTests {
         if case .sendKeepalive(let bytes) = actions.first?.1 { #expect(bytes.count == 32) } else { Issue.record("no keepalive") }
     }
 }
+
+@Suite("Device under load: MAC2, then the per-source rate limit (whitepaper §5.3)")
+struct DeviceRateLimitTests {
+    @Test("under load, valid-MAC2 initiations beyond a source's burst are dropped before any DH; not when not under load")
+    func rateLimitedUnderLoad() throws {
+        var h = DeviceHarness(clients: 1)
+        h.device.underLoad = true
+        let first = h.clientSends(0, ipv4Packet(size: 20))
+        #expect(first.map(\.1) == [.cookieReply(64)])
+        var out = [UInt8](repeating: 0, count: 2048)
+        let reply = Array(first[0].2[0..<64])
+        #expect(h.clients[0].decapsulate(reply, from: h.serverAddress, into: &out, now: h.clock.now) == .cookieAccepted)
+        h.clock.advance(seconds: 6)
+        guard case .sendHandshakeInitiation(let retry) = try #require(h.clients[0].handleTimeout(now: h.clock.now).first)
+        else {
+            Issue.record("expected a retry")
+            return
+        }
+        // The same valid-MAC2 initiation ten times at once: the burst (5) passes the limiter
+        // (the first is answered, the replays are caught by the timestamp check), the rest not.
+        var results: [DecapsulateResult] = []
+        for _ in 0..<10 {
+            results.append(h.device.decapsulate(retry, from: h.address(0), into: &out, now: h.clock.now).result)
+        }
+        #expect(results.first == .handshakeResponse(92))
+        #expect(results[1..<5].allSatisfy { $0 != .drop(.rateLimited) })
+        #expect(Array(results[5...]) == Array(repeating: .drop(.rateLimited), count: 5))
+        #expect(h.device.dropped[.rateLimited] == 5)
+        #expect(h.device.rateLimiter.limited == 5)
+
+        // Another source is not limited (its MAC2 is wrong for it, so it gets a cookie reply).
+        #expect(h.device.decapsulate(retry, from: h.address(1), into: &out, now: h.clock.now).result == .cookieReply(64))
+
+        // Not under load: no limit at all.
+        h.device.underLoad = false
+        let before = h.device.dropped[.rateLimited]
+        for _ in 0..<10 { _ = h.device.decapsulate(retry, from: h.address(0), into: &out, now: h.clock.now) }
+        #expect(h.device.dropped[.rateLimited] == before)
+    }
+}
