@@ -13,11 +13,13 @@ public final class Readiness: Sendable {
     public func set(_ value: Bool) { ready.store(value, ordering: .releasing) }
 }
 
-/// Builds the portal's HTTP surface: probes, metrics, admin API (and, later, the control channel).
+/// Builds the portal's HTTP surface: probes, metrics, admin API and the control channel.
 public enum PortalApplication {
     public static func router(
-        store: any PortalStore, clock: WallClock, readiness: Readiness, registry: PrometheusCollectorRegistry
+        store: any PortalStore, clock: WallClock, readiness: Readiness, registry: PrometheusCollectorRegistry,
+        broker: Broker? = nil, control: ControlConfiguration = ControlConfiguration()
     ) -> Router<PortalContext> {
+        let broker = broker ?? Broker(store: store, clock: clock, config: control)
         let router = Router(context: PortalContext.self)
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ -> String in
@@ -26,17 +28,23 @@ public enum PortalApplication {
         }
         router.get("metrics") { _, _ in registry.emitToString() }
         let authenticator = TokenAuthenticator(store: store, clock: clock)
-        AdminAPI(store: store, clock: clock, policiesRemoved: { _ in }).register(on: router, authenticator: authenticator)
+        AdminAPI(store: store, clock: clock, policiesRemoved: { await broker.policiesRemoved($0) })
+            .register(on: router, authenticator: authenticator)
+        ControlChannel(authenticator: authenticator, broker: broker, config: control).register(on: router)
         return router
     }
 
     public static func application(
-        router: Router<PortalContext>, host: String, port: Int, logger: Logger,
+        router: Router<PortalContext>, host: String, port: Int, logger: Logger, control: ControlConfiguration = ControlConfiguration(),
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
-        Application(
+        // Frames may be larger than the message limit, so an oversized message gets a JSON
+        // `error` before the close rather than a bare protocol close.
+        let ws = WebSocketServerConfiguration(
+            maxFrameSize: max(1 << 16, control.maxMessageBytes * 2), autoPing: .enabled(timePeriod: control.heartbeat))
+        return Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: router),
+            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: ws)),
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "fz-portal"),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
             logger: logger)

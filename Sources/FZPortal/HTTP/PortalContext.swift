@@ -1,3 +1,4 @@
+import FZCore
 import Foundation
 import Hummingbird
 import HummingbirdWebSocket
@@ -7,10 +8,13 @@ import HummingbirdWebSocket
 public struct PortalContext: RequestContext, WebSocketRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let webSocket: WebSocketHandlerReference<Self>
+    /// The peer's IP address as the portal sees it (policy `source_cidrs`).
+    public let remoteIP: IPAddress?
 
     public init(source: Source) {
         coreContext = .init(source: source)
         webSocket = .init()
+        remoteIP = source.channel.remoteAddress?.ipAddress.flatMap { IPAddress($0) }
     }
 
     public var requestDecoder: JSONDecoder { JSONCoding.decoder }

@@ -1,0 +1,350 @@
+import FZCore
+import Logging
+import Portal
+
+/// Tunables of the control channel.
+public struct ControlConfiguration: Sendable {
+    /// How long minted TURN REST credentials stay valid (capped by the peer's token expiry).
+    public var relayCredentialLifetime: Duration
+    /// How long an authorization lasts (capped by the client's token expiry).
+    public var authorizationLifetime: Duration
+    /// How long a gateway has to answer `authorize` before the client is told `offline`.
+    public var gatewayReplyTimeout: Duration
+    /// The largest text message accepted from a peer.
+    public var maxMessageBytes: Int
+    /// WebSocket ping period; a peer that misses a pong by the next ping is closed (and offline).
+    public var heartbeat: Duration
+
+    public init(
+        relayCredentialLifetime: Duration = .seconds(12 * 3600), authorizationLifetime: Duration = .seconds(12 * 3600),
+        gatewayReplyTimeout: Duration = .seconds(10), maxMessageBytes: Int = 16 * 1024, heartbeat: Duration = .seconds(15)
+    ) {
+        self.relayCredentialLifetime = relayCredentialLifetime
+        self.authorizationLifetime = authorizationLifetime
+        self.gatewayReplyTimeout = gatewayReplyTimeout
+        self.maxMessageBytes = maxMessageBytes
+        self.heartbeat = heartbeat
+    }
+}
+
+/// Who a connecting peer is, as established from its token and query parameters.
+enum PeerIdentity: Sendable {
+    case gateway(site: SiteID, name: String, publicKey: WireGuardKey)
+    case client(actor: ActorID, name: String, publicKey: WireGuardKey, sessionExpiresAt: UnixTime?)
+    case relay(name: String, region: String, addresses: [String])
+}
+
+/// The control plane's live state: connected peers (presence), pending and granted
+/// authorizations. Decisions come from `Portal` (PolicyEvaluator, GatewaySelector,
+/// RelayCredentials); the broker only routes messages. Each peer has an outbox (an AsyncStream
+/// drained by its connection), so the actor never waits on a socket.
+public actor Broker {
+    typealias PeerID = UInt64
+
+    enum Kind {
+        case gateway(Gateway)
+        case client(Client, source: IPAddress?, sessionExpiresAt: UnixTime?)
+        case relay(Relay)
+    }
+
+    struct Peer {
+        var kind: Kind
+        var outbox: AsyncStream<String>.Continuation
+    }
+
+    struct FlowKey: Hashable {
+        var client: ClientID
+        var resource: ResourceID
+    }
+
+    /// An authorization sent to a gateway, granted (in `flows`) or awaiting its reply (`pending`).
+    struct Flow {
+        var authorize: Authorize
+        var gateway: GatewayID
+        var siteId: SiteID
+        var actor: ActorID
+        var source: IPAddress?
+    }
+
+    let store: any PortalStore
+    let clock: WallClock
+    let config: ControlConfiguration
+    let logger: Logger
+
+    private var nextPeerID: PeerID = 0
+    private var peers: [PeerID: Peer] = [:]
+    private var gatewayPeers: [GatewayID: PeerID] = [:]
+    private var clientPeers: [ClientID: PeerID] = [:]
+    private var relayPeers: [RelayID: PeerID] = [:]
+    private var selector = GatewaySelector()
+    private var pending: [String: Flow] = [:]
+    private var flows: [FlowKey: Flow] = [:]
+    private var turnSecret: String?
+
+    public init(store: any PortalStore, clock: WallClock, config: ControlConfiguration = ControlConfiguration(), logger: Logger = Logger(label: "fz-portal.broker")) {
+        self.store = store
+        self.clock = clock
+        self.config = config
+        self.logger = logger
+    }
+
+    // MARK: Presence
+
+    /// Registers the peer in storage, sends its `init`, and tells affected peers it is online.
+    func connect(_ identity: PeerIdentity, source: IPAddress?, outbox: AsyncStream<String>.Continuation) async throws -> PeerID {
+        let secret = try await secret()
+        let kind: Kind
+        switch identity {
+        case .gateway(let site, let name, let key):
+            kind = .gateway(try await store.registerGateway(site: site, name: name, publicKey: key))
+        case .client(let actor, let name, let key, let end):
+            let client = try await store.registerClient(actor: actor, name: name, publicKey: key, allocator: AddressAllocator())
+            kind = .client(client, source: source, sessionExpiresAt: end)
+        case .relay(let name, let region, let addresses):
+            kind = .relay(try await store.registerRelay(name: name, region: region, addresses: addresses))
+        }
+        // What a client may see is read before the peer becomes visible (no await after that).
+        var visible: [ResourceView] = []
+        if case .client(let client, _, _) = kind { visible = try await visibleResources(actor: client.actorId) }
+
+        nextPeerID += 1
+        let id = nextPeerID
+        peers[id] = Peer(kind: kind, outbox: outbox)
+        let now = clock.now()
+        switch kind {
+        case .gateway(let g):
+            gatewayPeers[g.id] = id
+            let auths = flows.values.filter { $0.gateway == g.id && $0.authorize.expiresAt > now }.map(\.authorize)
+            send(id, "init", GatewayInit(gatewayId: g.id, siteId: g.siteId, relays: relays(for: g.id.rawValue, secret: secret, end: nil), authorizations: auths))
+            let interested = Set(flows.values.filter { $0.siteId == g.siteId }.map(\.authorize.clientId))
+            for c in interested { if let p = clientPeers[c] { send(p, "presence", Presence(gatewayId: g.id, online: true)) } }
+        case .client(let c, _, let end):
+            clientPeers[c.id] = id
+            send(id, "init", ClientInit(
+                clientId: c.id, actorId: c.actorId, tunnel: TunnelAddresses(ipv4: c.ipv4.description, ipv6: c.ipv6.description),
+                resources: visible, relays: relays(for: c.id.rawValue, secret: secret, end: end)))
+        case .relay(let r):
+            relayPeers[r.id] = id
+            send(id, "init", RelayInit(relayId: r.id, name: r.name, region: r.region, addresses: r.addresses, turnSecret: secret))
+            for (pid, peer) in peers where pid != id {
+                if let view = relayView(r, for: peer.kind, secret: secret) {
+                    send(pid, "presence", Presence(relayId: r.id, online: true, relay: view))
+                }
+            }
+        }
+        logger.info("peer connected", metadata: ["peer": "\(describe(kind))"])
+        return id
+    }
+
+    /// Forgets the peer, ends its outbox, and tells affected peers it is offline.
+    func disconnect(_ id: PeerID) {
+        guard let peer = peers.removeValue(forKey: id) else { return }
+        peer.outbox.finish()
+        switch peer.kind {
+        case .gateway(let g):
+            guard gatewayPeers[g.id] == id else { return }  // replaced by a newer connection
+            gatewayPeers[g.id] = nil
+            for (rid, flow) in pending where flow.gateway == g.id {
+                pending[rid] = nil
+                deny(flow.authorize.clientId, flow.authorize.resource.id, .offline)
+            }
+            let affected = Set(flows.values.filter { $0.gateway == g.id }.map(\.authorize.clientId))
+            for c in affected { if let p = clientPeers[c] { send(p, "presence", Presence(gatewayId: g.id, online: false)) } }
+        case .client(let c, _, _):
+            if clientPeers[c.id] == id { clientPeers[c.id] = nil }
+        case .relay(let r):
+            guard relayPeers[r.id] == id else { return }
+            relayPeers[r.id] = nil
+            for (pid, p) in peers {
+                switch p.kind {
+                case .client, .gateway: send(pid, "presence", Presence(relayId: r.id, online: false))
+                case .relay: break
+                }
+            }
+        }
+        logger.info("peer disconnected", metadata: ["peer": "\(describe(peer.kind))"])
+    }
+
+    /// Ids of the gateways and relays connected now (for tests and metrics).
+    public func online() -> (gateways: Set<GatewayID>, relays: Set<RelayID>) {
+        (Set(gatewayPeers.keys), Set(relayPeers.keys))
+    }
+
+    // MARK: Messages
+
+    func handle(_ id: PeerID, _ message: Inbound) async {
+        guard let peer = peers[id] else { return }
+        switch (message, peer.kind) {
+        case (.ping, _):
+            send(id, "pong", Empty())
+        case (.requestAccess(let resource), .client(let client, let source, let end)):
+            await requestAccess(peer: id, client: client, source: source, sessionEnd: end, resourceID: resource)
+        case (.authorized(let requestID), .gateway(let g)):
+            authorized(gateway: g, requestID: requestID)
+        case (.candidatesForGateway(let gid, let candidates), .client(let c, _, _)):
+            guard flows.values.contains(where: { $0.authorize.clientId == c.id && $0.gateway == gid }), let gp = gatewayPeers[gid] else {
+                return send(id, "error", ErrorBody(code: "unknown_peer", message: "no authorization with gateway \(gid)"))
+            }
+            send(gp, "ice_candidates", CandidatesToGateway(clientId: c.id, candidates: candidates))
+        case (.candidatesForClient(let cid, let candidates), .gateway(let g)):
+            guard flows.values.contains(where: { $0.authorize.clientId == cid && $0.gateway == g.id }), let cp = clientPeers[cid] else {
+                return send(id, "error", ErrorBody(code: "unknown_peer", message: "no authorization for client \(cid)"))
+            }
+            send(cp, "ice_candidates", CandidatesToClient(gatewayId: g.id, candidates: candidates))
+        default:
+            send(id, "error", ErrorBody(code: "unknown_type", message: "not accepted from this peer"))
+        }
+    }
+
+    private func requestAccess(peer: PeerID, client: Client, source: IPAddress?, sessionEnd: UnixTime?, resourceID: ResourceID) async {
+        let now = clock.now()
+        let resource: Resource
+        let decision: PolicyDecision
+        do {
+            guard let r = try await store.resource(resourceID) else { return deny(client.id, resourceID, .notFound) }
+            resource = r
+            let groups = try await store.groupIDs(ofActor: client.actorId)
+            let policies = try await store.policies(forResource: resourceID)
+            decision = PolicyEvaluator.evaluate(resource: resourceID, actorGroups: groups, source: source, now: now, policies: policies)
+        } catch {
+            logger.error("request_access failed", metadata: ["error": "\(error)"])
+            return send(peer, "error", ErrorBody(code: "internal", message: "try again"))
+        }
+        guard case .allowed = decision else { return deny(client.id, resourceID, .forbidden) }
+        guard peers[peer] != nil else { return }
+        let online = gatewayPeers.compactMap { gid, pid -> GatewayID? in
+            if case .gateway(let g) = peers[pid]?.kind, g.siteId == resource.siteId { return gid }
+            return nil
+        }
+        guard let gid = selector.select(site: resource.siteId, online: online), let gpeer = gatewayPeers[gid] else {
+            return deny(client.id, resourceID, .offline)
+        }
+        var expiry = now + config.authorizationLifetime
+        if let end = sessionEnd, end < expiry { expiry = end }
+        let requestID = "req_" + Hex.encode(SecureRandom.bytes(12))
+        let auth = Authorize(
+            requestId: requestID, clientId: client.id, clientPublicKey: client.publicKey,
+            clientTunnelIps: [client.ipv4.description, client.ipv6.description], resource: ResourceView(resource),
+            filters: resource.filters, expiresAt: expiry, iceCredentials: IcePair(client: .random(), gateway: .random()),
+            presharedKey: Base64.encode(SecureRandom.bytes(32)))
+        pending[requestID] = Flow(authorize: auth, gateway: gid, siteId: resource.siteId, actor: client.actorId, source: source)
+        send(gpeer, "authorize", auth)
+        let timeout = config.gatewayReplyTimeout
+        Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.expire(requestID)
+        }
+    }
+
+    private func expire(_ requestID: String) {
+        guard let flow = pending.removeValue(forKey: requestID) else { return }
+        deny(flow.authorize.clientId, flow.authorize.resource.id, .offline)
+    }
+
+    private func authorized(gateway: Gateway, requestID: String) {
+        guard let flow = pending[requestID], flow.gateway == gateway.id else {
+            return sendTo(gateway: gateway.id, "error", ErrorBody(code: "unknown_request", message: "no pending request \(requestID)"))
+        }
+        pending[requestID] = nil
+        let a = flow.authorize
+        let key = FlowKey(client: a.clientId, resource: a.resource.id)
+        // A new authorization for the same client and resource replaces the old one; a different
+        // gateway that held the old one drops it.
+        if let old = flows[key], old.gateway != gateway.id {
+            sendTo(gateway: old.gateway, "revoke", Revoke(clientId: a.clientId, resourceId: a.resource.id))
+        }
+        flows[key] = flow
+        guard let cp = clientPeers[a.clientId], case .client(_, _, let end) = peers[cp]?.kind, let secret = turnSecret else { return }
+        send(cp, "access_granted", AccessGranted(
+            resourceId: a.resource.id, gatewayId: gateway.id, gatewayPublicKey: gateway.publicKey, siteId: gateway.siteId,
+            expiresAt: a.expiresAt, iceCredentials: a.iceCredentials, presharedKey: a.presharedKey,
+            relays: relays(for: a.clientId.rawValue, secret: secret, end: end)))
+    }
+
+    /// The admin API removed these policies: authorizations no remaining policy grants are
+    /// revoked at their gateways.
+    public func policiesRemoved(_ policies: [Policy]) async {
+        let resources = Set(policies.map(\.resourceId))
+        let affected = flows.filter { resources.contains($0.key.resource) }
+        let now = clock.now()
+        for (key, flow) in affected {
+            let stillAllowed: Bool
+            do {
+                if try await store.resource(key.resource) == nil {
+                    stillAllowed = false
+                } else {
+                    let groups = try await store.groupIDs(ofActor: flow.actor)
+                    let remaining = try await store.policies(forResource: key.resource)
+                    let d = PolicyEvaluator.evaluate(resource: key.resource, actorGroups: groups, source: flow.source, now: now, policies: remaining)
+                    if case .allowed = d { stillAllowed = true } else { stillAllowed = false }
+                }
+            } catch {
+                stillAllowed = false  // fail closed
+            }
+            guard !stillAllowed, let current = flows[key], current.authorize.requestId == flow.authorize.requestId else { continue }
+            flows[key] = nil
+            sendTo(gateway: flow.gateway, "revoke", Revoke(clientId: key.client, resourceId: key.resource))
+        }
+    }
+
+    // MARK: Helpers
+
+    private func deny(_ client: ClientID, _ resource: ResourceID, _ reason: DenialReason) {
+        guard let p = clientPeers[client] else { return }
+        send(p, "access_denied", AccessDenied(resourceId: resource, reason: reason))
+    }
+
+    private func send<B: Encodable>(_ peer: PeerID, _ type: String, _ body: B) {
+        peers[peer]?.outbox.yield(Outbound(type: type, body: body).json)
+    }
+
+    private func sendTo<B: Encodable>(gateway: GatewayID, _ type: String, _ body: B) {
+        if let p = gatewayPeers[gateway] { send(p, type, body) }
+    }
+
+    private func secret() async throws -> String {
+        if let s = turnSecret { return s }
+        let s = try await store.setting("turn_secret", default: Hex.encode(SecureRandom.bytes(32)))
+        turnSecret = s
+        return s
+    }
+
+    /// The online relays with credentials for `recipient` (a client or gateway id).
+    private func relays(for recipient: String, secret: String, end: UnixTime?) -> [RelayView] {
+        relayPeers.values.compactMap { pid -> RelayView? in
+            guard case .relay(let r) = peers[pid]?.kind else { return nil }
+            return mint(r, for: recipient, secret: secret, end: end)
+        }.sorted { $0.id < $1.id }
+    }
+
+    private func relayView(_ r: Relay, for kind: Kind, secret: String) -> RelayView? {
+        switch kind {
+        case .client(let c, _, let end): mint(r, for: c.id.rawValue, secret: secret, end: end)
+        case .gateway(let g): mint(r, for: g.id.rawValue, secret: secret, end: nil)
+        case .relay: nil
+        }
+    }
+
+    private func mint(_ r: Relay, for recipient: String, secret: String, end: UnixTime?) -> RelayView {
+        let cred = RelayCredentials.mint(
+            secret: secret, clientID: recipient, now: clock.now(), lifetime: config.relayCredentialLifetime, sessionExpiresAt: end)
+        return RelayView(
+            id: r.id, name: r.name, region: r.region, addresses: r.addresses, username: cred.username, password: cred.password,
+            expiresAt: cred.expiresAt)
+    }
+
+    /// Resources some policy of the actor's groups grants (conditions are checked per request).
+    private func visibleResources(actor: ActorID) async throws -> [ResourceView] {
+        let groups = try await store.groupIDs(ofActor: actor)
+        let granted = Set(try await store.policies().filter { groups.contains($0.groupId) }.map(\.resourceId))
+        return try await store.resources().filter { granted.contains($0.id) }.map(ResourceView.init)
+    }
+
+    private func describe(_ k: Kind) -> String {
+        switch k {
+        case .gateway(let g): "gateway \(g.id)"
+        case .client(let c, _, _): "client \(c.id)"
+        case .relay(let r): "relay \(r.id)"
+        }
+    }
+}
