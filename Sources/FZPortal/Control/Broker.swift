@@ -1,6 +1,7 @@
 import FZCore
 import Logging
 import Portal
+import Synchronization
 
 /// Tunables of the control channel.
 public struct ControlConfiguration: Sendable {
@@ -80,6 +81,7 @@ public actor Broker {
     private var pending: [String: Flow] = [:]
     private var flows: [FlowKey: Flow] = [:]
     private var turnSecret: String?
+    private let drainingFlag = Atomic<Bool>(false)
 
     public init(store: any PortalStore, clock: WallClock, config: ControlConfiguration = ControlConfiguration(), logger: Logger = Logger(label: "fz-portal.broker")) {
         self.store = store
@@ -132,6 +134,10 @@ public actor Broker {
                 }
             }
         }
+        if isDraining {  // connected while shutting down: tell it to come back at once
+            outbox.yield(Outbound(type: "reconnect", body: Empty()).json)
+            outbox.finish()
+        }
         logger.info("peer connected", metadata: ["peer": "\(describe(kind))"])
         return id
     }
@@ -165,6 +171,23 @@ public actor Broker {
         logger.info("peer disconnected", metadata: ["peer": "\(describe(peer.kind))"])
     }
 
+    /// True once `goingAway()` ran: connections whose outbox ends close with 1001 (going away).
+    nonisolated var isDraining: Bool { drainingFlag.load(ordering: .acquiring) }
+
+    /// The portal is shutting down: every connected peer gets `{"v":1,"type":"reconnect"}` as
+    /// its last message, then its connection is closed with 1001 (going away). New work is
+    /// refused from here on.
+    public func goingAway() {
+        drainingFlag.store(true, ordering: .releasing)
+        for peer in peers.values {
+            peer.outbox.yield(Outbound(type: "reconnect", body: Empty()).json)
+            peer.outbox.finish()
+        }
+    }
+
+    /// How many peers are connected now.
+    public var connectedPeers: Int { peers.count }
+
     /// Ids of the gateways and relays connected now (for tests and metrics).
     public func online() -> (gateways: Set<GatewayID>, relays: Set<RelayID>) {
         (Set(gatewayPeers.keys), Set(relayPeers.keys))
@@ -173,7 +196,7 @@ public actor Broker {
     // MARK: Messages
 
     func handle(_ id: PeerID, _ message: Inbound) async {
-        guard let peer = peers[id] else { return }
+        guard let peer = peers[id], !isDraining else { return }
         switch (message, peer.kind) {
         case (.ping, _):
             send(id, "pong", Empty())

@@ -97,10 +97,13 @@ struct ControlChannel: Sendable {
             try await outbound.close(.unexpectedServerError, reason: "registration failed")
             return
         }
+        let broker = self.broker
         let writer = Task {
             for await text in stream {
                 do { try await outbound.writeTextMessage(text) } catch { break }
             }
+            // Shutdown: the outbox ended after `reconnect`; close so the read loop ends too.
+            if broker.isDraining { try? await outbound.close(.goingAway, reason: "portal shutting down") }
         }
         var closing: (code: WebSocketErrorCode, reason: String)?
         func violation(_ v: ProtocolViolation, _ code: WebSocketErrorCode) {
@@ -132,7 +135,7 @@ struct ControlChannel: Sendable {
         }
         await broker.disconnect(peer)  // ends the outbox: the writer flushes what is queued, then stops
         await writer.value
-        if let closing { try? await outbound.close(closing.code, reason: closing.reason) }
+        if let closing, !broker.isDraining { try? await outbound.close(closing.code, reason: closing.reason) }
         if let failure { throw failure }
     }
 }

@@ -14,7 +14,10 @@ import UnixSignals
 /// `fz-portal`: the control plane.
 public struct PortalCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
-        commandName: "fz-portal", abstract: "fz control plane: admin API, policies, presence.", subcommands: [Serve.self])
+        commandName: "fz-portal", abstract: "fz control plane: admin API, policies, presence.", subcommands: [
+            Serve.self, SiteCommand.self, ResourceCommand.self, GroupCommand.self, ActorCommand.self, MembershipCommand.self,
+            PolicyCommand.self, TokenCommand.self, GatewayCommand.self, RelayCommand.self, ClientCommand.self,
+        ])
 
     public init() {}
 }
@@ -34,19 +37,33 @@ extension PortalCommand {
 
         public init() {}
 
-        public func run() async throws {
+        public func validate() throws {
+            guard Self.parseListen(listen) != nil else {
+                throw ValidationError("--listen must be ADDR:PORT (e.g. 127.0.0.1:8080, [::1]:8080), got \(listen)")
+            }
+            guard databaseUrl.hasPrefix("sqlite://"), databaseUrl.count > "sqlite://".count else {
+                throw ValidationError("--database-url must be sqlite:///PATH, got \(databaseUrl)")
+            }
+        }
+
+        static func parseListen(_ listen: String) -> (host: String, port: Int)? {
             guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port)
-            else { throw ValidationError("--listen must be ADDR:PORT, got \(listen)") }
-            var hostText = String(listen[..<colon])
-            if hostText.hasPrefix("[") && hostText.hasSuffix("]") { hostText = String(hostText.dropFirst().dropLast()) }
-            let host = hostText
+            else { return nil }
+            var host = String(listen[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty else { return nil }
+            return (host, port)
+        }
+
+        public func run() async throws {
+            guard let (host, port) = Self.parseListen(listen) else { throw ValidationError("--listen must be ADDR:PORT, got \(listen)") }
             var log = Logger(label: "fz-portal")
             log.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             let logger = log
             let databaseUrl = self.databaseUrl
 
             let store: SQLiteStore
-            do { store = try SQLiteStore(url: databaseUrl) } catch { throw ValidationError("cannot open \(databaseUrl): \(error)") }
+            do { store = try SQLiteStore(url: databaseUrl) } catch { throw ValidationError("--database-url: cannot open \(databaseUrl): \(error)") }
             let clock = WallClock.system
             if let secret = try await PortalApplication.bootstrapAdminToken(store: store, now: clock.now()) {
                 print("Initial admin token (shown once, store it now): \(secret)")
@@ -56,17 +73,57 @@ extension PortalCommand {
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             let readiness = Readiness()
-            let router = PortalApplication.router(store: store, clock: clock, readiness: readiness, registry: registry)
+            let broker = Broker(store: store, clock: clock)
+            let router = PortalApplication.router(store: store, clock: clock, readiness: readiness, registry: registry, broker: broker)
             let app = PortalApplication.application(router: router, host: host, port: port, logger: logger) { bound in
                 readiness.set(true)
                 SystemdNotifier.notify("READY=1\nSTATUS=listening on \(host):\(bound)")
                 logger.notice("fz-portal ready", metadata: ["listen": "\(host):\(bound)", "database": "\(databaseUrl)"])
             }
+            // Shut down in reverse order: the drain first (peers told to reconnect, 1001), then the
+            // HTTP server; the watchdog pings until the end.
+            var services: [any Service] = []
+            if let interval = SystemdNotifier.watchdogInterval { services.append(WatchdogService(interval: interval / 2)) }
+            services.append(app)
+            services.append(ControlDrainService(broker: broker, readiness: readiness, logger: logger))
             let group = ServiceGroup(
-                configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
-            readiness.set(false)
-            SystemdNotifier.notify("STOPPING=1")
+        }
+    }
+}
+
+/// On graceful shutdown: not ready any more, `STOPPING=1`, every control channel peer told to
+/// reconnect (and closed with 1001); waits up to 5 s for them to go before the server stops.
+struct ControlDrainService: Service {
+    let broker: Broker
+    let readiness: Readiness
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        readiness.set(false)
+        SystemdNotifier.notify("STOPPING=1")
+        let peers = await broker.connectedPeers
+        logger.notice("fz-portal stopping: telling control channel peers to reconnect", metadata: ["peers": "\(peers)"])
+        await broker.goingAway()
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(5))
+        while await broker.connectedPeers > 0, clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// Sends `WATCHDOG=1` every `interval` (half of systemd's `WATCHDOG_USEC`) until shutdown.
+struct WatchdogService: Service {
+    let interval: Duration
+
+    func run() async throws {
+        SystemdNotifier.notify("WATCHDOG=1")
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            SystemdNotifier.notify("WATCHDOG=1")
         }
     }
 }
