@@ -51,6 +51,10 @@ public actor Broker {
     struct Peer {
         var kind: Kind
         var outbox: AsyncStream<String>.Continuation
+        /// The token the connection authenticated with (revoking it closes the connection).
+        var token: TokenID? = nil
+        /// For a client: the resources it was last told it may see.
+        var visible: [ResourceID: ResourceView] = [:]
     }
 
     struct FlowKey: Hashable {
@@ -65,6 +69,8 @@ public actor Broker {
         var siteId: SiteID
         var actor: ActorID
         var source: IPAddress?
+        /// The client token the request came with.
+        var token: TokenID? = nil
     }
 
     let store: any PortalStore
@@ -82,6 +88,11 @@ public actor Broker {
     private var flows: [FlowKey: Flow] = [:]
     private var turnSecret: String?
     private let drainingFlag = Atomic<Bool>(false)
+    private var resyncTask: Task<Void, Never>?
+
+    /// Prefix of an outbox entry that is not a message but tells the connection to close
+    /// (with 1008 and the rest of the entry as reason). JSON messages never start with it.
+    static let closeMarker = "\u{0}close:"
 
     public init(store: any PortalStore, clock: WallClock, config: ControlConfiguration = ControlConfiguration(), logger: Logger = Logger(label: "fz-portal.broker")) {
         self.store = store
@@ -93,7 +104,7 @@ public actor Broker {
     // MARK: Presence
 
     /// Registers the peer in storage, sends its `init`, and tells affected peers it is online.
-    func connect(_ identity: PeerIdentity, source: IPAddress?, outbox: AsyncStream<String>.Continuation) async throws -> PeerID {
+    func connect(_ identity: PeerIdentity, source: IPAddress?, token: TokenID? = nil, outbox: AsyncStream<String>.Continuation) async throws -> PeerID {
         let secret = try await secret()
         let kind: Kind
         switch identity {
@@ -111,7 +122,7 @@ public actor Broker {
 
         nextPeerID += 1
         let id = nextPeerID
-        peers[id] = Peer(kind: kind, outbox: outbox)
+        peers[id] = Peer(kind: kind, outbox: outbox, token: token, visible: Dictionary(visible.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
         let now = clock.now()
         switch kind {
         case .gateway(let g):
@@ -201,7 +212,7 @@ public actor Broker {
         case (.ping, _):
             send(id, "pong", Empty())
         case (.requestAccess(let resource), .client(let client, let source, let end)):
-            await requestAccess(peer: id, client: client, source: source, sessionEnd: end, resourceID: resource)
+            await requestAccess(peer: id, client: client, source: source, sessionEnd: end, resourceID: resource, token: peer.token)
         case (.authorized(let requestID), .gateway(let g)):
             authorized(gateway: g, requestID: requestID)
         case (.candidatesForGateway(let gid, let candidates), .client(let c, _, _)):
@@ -219,7 +230,7 @@ public actor Broker {
         }
     }
 
-    private func requestAccess(peer: PeerID, client: Client, source: IPAddress?, sessionEnd: UnixTime?, resourceID: ResourceID) async {
+    private func requestAccess(peer: PeerID, client: Client, source: IPAddress?, sessionEnd: UnixTime?, resourceID: ResourceID, token: TokenID?) async {
         let now = clock.now()
         let resource: Resource
         let decision: PolicyDecision
@@ -250,7 +261,7 @@ public actor Broker {
             clientTunnelIps: [client.ipv4.description, client.ipv6.description], resource: ResourceView(resource),
             filters: resource.filters, expiresAt: expiry, iceCredentials: IcePair(client: .random(), gateway: .random()),
             presharedKey: Base64.encode(SecureRandom.bytes(32)))
-        pending[requestID] = Flow(authorize: auth, gateway: gid, siteId: resource.siteId, actor: client.actorId, source: source)
+        pending[requestID] = Flow(authorize: auth, gateway: gid, siteId: resource.siteId, actor: client.actorId, source: source, token: token)
         send(gpeer, "authorize", auth)
         let timeout = config.gatewayReplyTimeout
         Task { [weak self] in
@@ -307,6 +318,78 @@ public actor Broker {
             guard !stillAllowed, let current = flows[key], current.authorize.requestId == flow.authorize.requestId else { continue }
             flows[key] = nil
             sendTo(gateway: flow.gateway, "revoke", Revoke(clientId: key.client, resourceId: key.resource))
+        }
+    }
+
+    /// The admin API changed resources, policies, memberships, groups, actors or sites: each
+    /// connected client is told what it may now see (`resource_updated`) and no longer see
+    /// (`resource_removed`), and authorizations no policy grants any more are revoked at their
+    /// gateways. Runs one at a time, in the order of the changes.
+    public func adminChanged() async {
+        let previous = resyncTask
+        let task = Task { await previous?.value; await self.resync() }
+        resyncTask = task
+        await task.value
+    }
+
+    private func resync() async {
+        let resources: [Resource]
+        let policies: [Policy]
+        var groups: [ActorID: Set<GroupID>] = [:]
+        var actors = Set(flows.values.map(\.actor))
+        for p in peers.values { if case .client(let c, _, _) = p.kind { actors.insert(c.actorId) } }
+        do {
+            resources = try await store.resources()
+            policies = try await store.policies()
+            for a in actors { groups[a] = try await store.groupIDs(ofActor: a) }
+        } catch {
+            logger.error("resync after an admin change failed", metadata: ["error": "\(error)"])
+            return
+        }
+        // No await from here on: the comparison and the pushes see one state.
+        for pid in peers.keys.sorted() {
+            guard let peer = peers[pid], case .client(let c, _, _) = peer.kind, let g = groups[c.actorId] else { continue }
+            let granted = Set(policies.filter { g.contains($0.groupId) }.map(\.resourceId))
+            var now: [ResourceID: ResourceView] = [:]
+            for r in resources where granted.contains(r.id) { now[r.id] = ResourceView(r) }
+            for (rid, view) in now.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where peer.visible[rid] != view {
+                send(pid, "resource_updated", ResourceUpdated(resource: view))
+            }
+            for rid in peer.visible.keys.sorted(by: { $0.rawValue < $1.rawValue }) where now[rid] == nil {
+                send(pid, "resource_removed", ResourceRemoved(resourceId: rid))
+            }
+            peers[pid]?.visible = now
+        }
+        let existing = Set(resources.map(\.id))
+        let at = clock.now()
+        for (key, flow) in flows {
+            guard let g = groups[flow.actor] else { continue }
+            var allowed = false
+            if existing.contains(key.resource) {
+                let d = PolicyEvaluator.evaluate(
+                    resource: key.resource, actorGroups: g, source: flow.source, now: at, policies: policies.filter { $0.resourceId == key.resource })
+                if case .allowed = d { allowed = true }
+            }
+            guard !allowed else { continue }
+            flows[key] = nil
+            sendTo(gateway: flow.gateway, "revoke", Revoke(clientId: key.client, resourceId: key.resource))
+        }
+    }
+
+    /// The admin API revoked this token: every connection authenticated with it gets
+    /// `error {code: "token_revoked"}` and is closed (1008); authorizations granted to requests
+    /// made with it are revoked at their gateways.
+    public func tokenRevoked(_ token: TokenID) {
+        for (key, flow) in flows where flow.token == token {
+            flows[key] = nil
+            sendTo(gateway: flow.gateway, "revoke", Revoke(clientId: key.client, resourceId: key.resource))
+        }
+        for (rid, flow) in pending where flow.token == token { pending[rid] = nil }
+        for pid in peers.keys.sorted() where peers[pid]?.token == token {
+            guard let peer = peers[pid] else { continue }
+            peer.outbox.yield(Outbound(type: "error", body: ErrorBody(code: "token_revoked", message: "the token of this connection was revoked")).json)
+            peer.outbox.yield(Self.closeMarker + "token_revoked")
+            disconnect(pid)  // ends the outbox after the two entries above
         }
     }
 

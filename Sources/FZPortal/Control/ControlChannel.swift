@@ -33,8 +33,12 @@ struct ControlChannel: Sendable {
 
     /// Who is connecting: the token must be valid and of the endpoint's scope; the query
     /// parameters must be well formed. Reads only; registration happens after the upgrade.
-    func identify(_ role: PeerRole, _ request: Request) async throws -> PeerIdentity {
+    func identify(_ role: PeerRole, _ request: Request) async throws -> (identity: PeerIdentity, token: TokenID) {
         guard let token = try await authenticator.token(from: request.headers) else { throw APIError.peerUnauthorized }
+        return (try identity(role, request, token), token.id)
+    }
+
+    private func identity(_ role: PeerRole, _ request: Request, _ token: Token) throws -> PeerIdentity {
         let q = request.uri.queryParameters
         func param(_ name: String) -> String? { q[Substring(name)].map(String.init) }
         do {
@@ -82,7 +86,7 @@ struct ControlChannel: Sendable {
         _ ctx: WebSocketRouterContext<PortalContext>
     ) async throws {
         let logger = ctx.logger
-        guard let identity = try? await identify(role, ctx.request) else {
+        guard let (identity, token) = try? await identify(role, ctx.request) else {
             try await outbound.close(.policyViolation, reason: "unauthorized")
             return
         }
@@ -90,7 +94,7 @@ struct ControlChannel: Sendable {
         let (stream, outbox) = AsyncStream<String>.makeStream()
         let peer: Broker.PeerID
         do {
-            peer = try await broker.connect(identity, source: source, outbox: outbox)
+            peer = try await broker.connect(identity, source: source, token: token, outbox: outbox)
         } catch {
             logger.warning("control channel registration failed", metadata: ["error": "\(error)"])
             try? await outbound.write(.text(Outbound(type: "error", body: ErrorBody(code: "registration_failed", message: "\(error)")).json))
@@ -100,6 +104,10 @@ struct ControlChannel: Sendable {
         let broker = self.broker
         let writer = Task {
             for await text in stream {
+                if text.hasPrefix(Broker.closeMarker) {  // the token was revoked: close now
+                    try? await outbound.close(.policyViolation, reason: String(text.dropFirst(Broker.closeMarker.count)))
+                    break
+                }
                 do { try await outbound.writeTextMessage(text) } catch { break }
             }
             // Shutdown: the outbox ended after `reconnect`; close so the read loop ends too.

@@ -162,6 +162,16 @@ struct Presence: Encodable, Sendable {
     var relay: RelayView?
 }
 
+/// Sent to a client: a resource it may see was added or changed.
+struct ResourceUpdated: Encodable, Sendable {
+    var resource: ResourceView
+}
+
+/// Sent to a client: a resource it could see is gone or no longer granted to it.
+struct ResourceRemoved: Encodable, Sendable {
+    var resourceId: ResourceID
+}
+
 struct Revoke: Encodable, Sendable {
     var clientId: ClientID
     var resourceId: ResourceID

@@ -8,6 +8,11 @@ struct AdminAPI: Sendable {
     let clock: WallClock
     /// Called with the policies a deletion removed, so live authorizations can be revoked.
     let policiesRemoved: @Sendable ([Policy]) async -> Void
+    /// Called after any change to actors, groups, memberships, sites, resources or policies, so
+    /// connected clients hear of resources they may now see or no longer see.
+    var changed: @Sendable () async -> Void = {}
+    /// Called with a token the API revoked, so connections authenticated with it are closed.
+    var tokenRevoked: @Sendable (TokenID) async -> Void = { _ in }
 
     func register(on router: Router<PortalContext>, authenticator: TokenAuthenticator) {
         let api = router.group("api/v1")
@@ -36,6 +41,7 @@ struct AdminAPI: Sendable {
             let b = try await decode(AddMemberBody.self, req, ctx)
             let m = Membership(groupId: GroupID(try ctx.parameters.require("id")), actorId: ActorID(b.actorId))
             try await store.insert(membership: m)
+            await changed()
             return JSONResponse(status: .created, value: m)
         }
         api.get("memberships") { _, _ in try await store.memberships() }
@@ -59,6 +65,7 @@ struct AdminAPI: Sendable {
                 id: .random(prefix: "res"), siteId: SiteID(b.siteId), name: try Names.validate(b.name), address: b.address,
                 filters: b.filters ?? [])
             try await store.insert(resource: r)
+            await changed()
             return JSONResponse(status: .created, value: r)
         }
         api.get("resources") { _, _ in try await store.resources() }
@@ -72,6 +79,7 @@ struct AdminAPI: Sendable {
                 id: .random(prefix: "pol"), groupId: GroupID(b.groupId), resourceId: ResourceID(b.resourceId),
                 conditions: b.conditions ?? PolicyConditions())
             try await store.insert(policy: p)
+            await changed()
             return JSONResponse(status: .created, value: p)
         }
         api.get("policies") { _, _ in try await store.policies() }
@@ -86,7 +94,10 @@ struct AdminAPI: Sendable {
         }
         api.get("tokens") { _, _ in try await store.tokens().map(TokenView.init) }
         api.delete("tokens/:id") { _, ctx in
-            try await deleted(store.revokeToken(TokenID(ctx.parameters.require("id")), at: clock.now()), "token")
+            let id = TokenID(try ctx.parameters.require("id"))
+            let status = try await deleted(store.revokeToken(id, at: clock.now()), "token", notify: false)
+            await tokenRevoked(id)
+            return status
         }
 
         api.get("gateways") { _, _ in try await store.gateways() }
@@ -101,9 +112,10 @@ struct AdminAPI: Sendable {
         do { return try JSONCoding.decoder.decode(T.self, from: data) } catch let e as DecodingError { throw APIError.decoding(e) }
     }
 
-    private func deleted(_ d: Deletion, _ what: String) async throws -> HTTPResponse.Status {
+    private func deleted(_ d: Deletion, _ what: String, notify: Bool = true) async throws -> HTTPResponse.Status {
         guard d.found else { throw APIError.notFound(what) }
         if !d.removedPolicies.isEmpty { await policiesRemoved(d.removedPolicies) }
+        if notify { await changed() }
         return .noContent
     }
 

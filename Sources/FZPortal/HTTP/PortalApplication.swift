@@ -28,7 +28,9 @@ public enum PortalApplication {
         }
         router.get("metrics") { _, _ in registry.emitToString() }
         let authenticator = TokenAuthenticator(store: store, clock: clock)
-        AdminAPI(store: store, clock: clock, policiesRemoved: { await broker.policiesRemoved($0) })
+        AdminAPI(
+            store: store, clock: clock, policiesRemoved: { await broker.policiesRemoved($0) }, changed: { await broker.adminChanged() },
+            tokenRevoked: { await broker.tokenRevoked($0) })
             .register(on: router, authenticator: authenticator)
         ControlChannel(authenticator: authenticator, broker: broker, config: control).register(on: router)
         return router
