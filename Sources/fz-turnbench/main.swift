@@ -1,1 +1,0 @@
-print("fz-turnbench: not built yet")
