@@ -21,6 +21,10 @@ fi
 if [[ $mode == test ]]; then
     # The Debian coturn package starts nothing here (no systemd), but make sure no packaged
     # turnserver we did not start is running on the ports tests use: we never kill it, only warn.
-    python3 -c "import aioice, pytest" 2>/dev/null || python3 -m pip install -q aioice pytest >&2 \
-        || python3 -m pip install -q --break-system-packages aioice pytest >&2
+    # aioice: an independent TURN client; websockets: the portal's control-channel tests;
+    # cryptography: the WireGuard flood test's MAC2 (cookie decryption). Without them those
+    # tests would skip, so they are installed, not optional.
+    python3 -c "import aioice, pytest, websockets, cryptography" 2>/dev/null \
+        || python3 -m pip install -q aioice pytest websockets cryptography >&2 \
+        || python3 -m pip install -q --break-system-packages aioice pytest websockets cryptography >&2
 fi
