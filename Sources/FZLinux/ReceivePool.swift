@@ -13,6 +13,13 @@ import FZCore
 /// new one (`enqueue(header:payload:to:)` with an empty header even sends it uncopied, if flushed before
 /// the next `receive`).
 ///
+/// UDP GRO (`coalescing: true`; enable `SocketOptions.setUDPGRO` on the sockets too): the kernel may
+/// hand over several datagrams of one flow, all of one size but the last, as one read with a
+/// `UDP_GRO` control message. `segmentSize(i)` reports that size; the datagrams are
+/// `payload(i)` cut every `segmentSize(i)` bytes (`segments(i)` does the cutting). Only their
+/// first has headroom: the rest follow each other without a gap. A pool that coalesces needs a
+/// `capacity` of 65,535 (a GRO read is up to 64 KiB; a smaller slot would cut it).
+///
 /// Unsafe assumptions, written down:
 /// - The `mmsghdr`s point into the other arrays; those pointers are set once and stay valid until
 ///   `deallocate()`. Nothing here ever reallocates.
@@ -37,14 +44,28 @@ public final class ReceivePool {
     private let iovecs: UnsafeMutablePointer<iovec>
     private let addresses: UnsafeMutablePointer<sockaddr_storage>
     private let messages: UnsafeMutablePointer<cfz_mmsghdr>
+    /// One control buffer per slot when coalescing (nil otherwise).
+    private let control: UnsafeMutableRawPointer?
+    private let controlSpace: Int
+    /// Whether reads carry `UDP_GRO` control messages (see the type's documentation).
+    public let coalescing: Bool
     private var isDeallocated = false
 
-    public init(count: Int = 64, capacity: Int = 2048, headroom: Int = 64) {
+    public init(count: Int = 64, capacity: Int = 2048, headroom: Int = 64, coalescing: Bool = false) {
         precondition(count > 0 && count <= 1024, "ReceivePool count must be in 1...1024 (UIO_MAXIOV)")
         precondition(capacity > 0 && headroom >= 0, "ReceivePool needs a positive capacity and non-negative headroom")
         self.count = count
         self.capacity = capacity
         self.headroom = headroom
+        self.coalescing = coalescing
+        controlSpace = coalescing ? cfz_cmsg_space(MemoryLayout<Int32>.size) : 0
+        if coalescing {
+            let c = UnsafeMutableRawPointer.allocate(byteCount: controlSpace * count, alignment: MemoryLayout<cmsghdr>.alignment)
+            c.initializeMemory(as: UInt8.self, repeating: 0, count: controlSpace * count)
+            control = c
+        } else {
+            control = nil
+        }
         // Slots start on cache-line boundaries, so payloads of neighbouring slots never share a line.
         slotStride = (headroom + capacity + 63) & ~63
         slab = UnsafeMutableRawPointer.allocate(byteCount: slotStride * count, alignment: 64)
@@ -59,8 +80,8 @@ public final class ReceivePool {
             header.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
             header.msg_iov = iovecs + i
             header.msg_iovlen = 1
-            header.msg_control = nil
-            header.msg_controllen = 0
+            header.msg_control = control.map { $0 + i * controlSpace }
+            header.msg_controllen = controlSpace
             header.msg_flags = 0
             (messages + i).initialize(to: cfz_mmsghdr(msg_hdr: header, msg_len: 0))
         }
@@ -79,6 +100,7 @@ public final class ReceivePool {
         addresses.deallocate()
         iovecs.deallocate()
         slab.deallocate()
+        control?.deallocate()
     }
 
     /// Reads up to `count` datagrams with one `recvmmsg`. Returns how many (0 when the socket has none:
@@ -92,6 +114,7 @@ public final class ReceivePool {
         let nameLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
         for i in 0..<received {
             messages[i].msg_hdr.msg_namelen = nameLength
+            messages[i].msg_hdr.msg_controllen = controlSpace
             messages[i].msg_hdr.msg_flags = 0
             messages[i].msg_len = 0
         }
@@ -151,5 +174,42 @@ public final class ReceivePool {
     public func truncated(_ i: Int) -> Bool {
         precondition(i >= 0 && i < received, "ReceivePool index out of range")
         return messages[i].msg_hdr.msg_flags & CFZ_MSG_TRUNC != 0
+    }
+
+    /// The size of the datagrams a GRO read of slot `i` holds (all but the last have exactly this
+    /// size); `payload(i).count` when the read is one plain datagram.
+    @inline(__always)
+    public func segmentSize(_ i: Int) -> Int {
+        precondition(i >= 0 && i < received, "ReceivePool index out of range")
+        let length = min(Int(messages[i].msg_len), capacity)
+        guard coalescing else { return length }
+        var header = messages[i].msg_hdr
+        guard header.msg_controllen >= cfz_cmsg_len(MemoryLayout<Int32>.size) else { return length }
+        var cmsg = cfz_cmsg_firsthdr(&header)
+        while let c = cmsg {
+            if c.pointee.cmsg_level == CFZ_SOL_UDP, c.pointee.cmsg_type == CFZ_UDP_GRO {
+                let size = Int(cfz_cmsg_data(c).loadUnaligned(as: Int32.self))
+                return size > 0 ? min(size, max(length, 1)) : length
+            }
+            cmsg = cfz_cmsg_nxthdr(&header, c)
+        }
+        return length
+    }
+
+    /// Calls `body` with each datagram of slot `i`: one for a plain read, several for a GRO read.
+    @inline(__always)
+    public func forEachSegment(_ i: Int, _ body: (UnsafeMutableRawBufferPointer) -> Void) {
+        let whole = payload(i)
+        let size = segmentSize(i)
+        guard size > 0, size < whole.count else {
+            body(whole)
+            return
+        }
+        var offset = 0
+        while offset < whole.count {
+            let end = min(offset + size, whole.count)
+            body(UnsafeMutableRawBufferPointer(rebasing: whole[offset..<end]))
+            offset = end
+        }
     }
 }
