@@ -37,10 +37,13 @@ final class RelayShard {
     let table: RelaySocketTable
     var server: TURNServer<RelaySockets>
     var listeners: [SocketAddress: Listener] = [:]
-    let pool = ReceivePool(count: 64, capacity: 2048, headroom: 64)
+    /// 64 KiB slots: with UDP GRO one read may hold a run of datagrams from one sender.
+    let pool = ReceivePool(count: 64, capacity: 65_535, headroom: 64, coalescing: SocketOptions.supportsUDPGRO)
     /// Datagrams to peers, all from `peerQueueSocket` (flushed when the next one is from another).
-    let peerQueue = SendQueue(count: 64, capacity: 2048)
+    let peerQueue = SendQueue(count: 64, capacity: 2048, segmentation: true)
     var peerQueueSocket: UDPSocket?
+    /// Where a ChannelData header is built before `SendQueue` copies it into its slot.
+    let headerScratch = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
     var logger: Logger
     let metrics: RelayMetrics
     var nextHousekeeping: Timestamp = .zero
@@ -70,7 +73,8 @@ final class RelayShard {
         for address in settings.listeners {
             let socket = try UDPSocket(
                 bindingTo: address, reusePort: settings.threads > 1, receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
-            let listener = Listener(socket: socket, queue: SendQueue(count: 64, capacity: 2048))
+            if SocketOptions.supportsUDPGRO { try SocketOptions.setUDPGRO(socket, enabled: true) }
+            let listener = Listener(socket: socket, queue: SendQueue(count: 64, capacity: 2048, segmentation: true))
             listeners[address] = listener
         }
         table.onPeerReadable = { [unowned self] socket in self.peerReadable(socket) }
@@ -116,8 +120,11 @@ final class RelayShard {
                 truncatedDropped += 1
                 continue
             }
-            dispatch(UnsafeRawBufferPointer(pool.payload(i)), from: pool.source(i), listener: listener, address: address,
-                     now: now)
+            let source = pool.source(i)
+            // A GRO read holds several datagrams from one client; each is a message of its own.
+            pool.forEachSegment(i) { datagram in
+                dispatch(UnsafeRawBufferPointer(datagram), from: source, listener: listener, address: address, now: now)
+            }
         }
         flushAll()
         drainEvents()
@@ -199,27 +206,47 @@ final class RelayShard {
                 truncatedDropped += 1
                 continue
             }
-            let payload = pool.payload(i)
             let source = pool.source(i)
-            switch server.handlePeer(UnsafeRawBufferPointer(payload), from: source, relayed: relayed, now: now) {
-            case .none:
-                break
-            case .channelData(let client, let listenerAddress, let channel):
-                guard let listener = listeners[listenerAddress] else { continue }
-                // Header in the headroom right before the payload: one contiguous datagram, no copy.
-                let start = payload.baseAddress! - ChannelData.headerSize
-                ChannelData.writeHeader(channel: channel, length: payload.count, to: start)
-                let datagram = UnsafeRawBufferPointer(start: start, count: payload.count + ChannelData.headerSize)
-                if !listener.queue.enqueue(header: UnsafeRawBufferPointer(start: nil, count: 0), payload: datagram, to: client) {
-                    listener.queue.flush(on: listener.socket)
-                    _ = listener.queue.enqueue(header: UnsafeRawBufferPointer(start: nil, count: 0), payload: datagram, to: client)
-                }
-            case .dataIndication(let client, let listenerAddress, let bytes):
-                guard let listener = listeners[listenerAddress] else { continue }
-                bytes.withUnsafeBytes { enqueue(listener, $0, to: client) }
+            let first = pool.payload(i).baseAddress
+            // A GRO read holds several datagrams from one peer; only the first has headroom.
+            pool.forEachSegment(i) { payload in
+                relayFromPeer(payload, from: source, relayed: relayed, hasHeadroom: payload.baseAddress == first, now: now)
             }
         }
         flushAll()
+    }
+
+    @inline(__always)
+    func relayFromPeer(_ payload: UnsafeMutableRawBufferPointer, from source: SocketAddress, relayed: SocketAddress,
+                       hasHeadroom: Bool, now: Timestamp) {
+        switch server.handlePeer(UnsafeRawBufferPointer(payload), from: source, relayed: relayed, now: now) {
+        case .none:
+            break
+        case .channelData(let client, let listenerAddress, let channel):
+            guard let listener = listeners[listenerAddress] else { return }
+            let header: UnsafeRawBufferPointer
+            let datagram: UnsafeRawBufferPointer
+            if hasHeadroom {
+                // Header in the headroom right before the payload: one contiguous datagram, no copy.
+                let start = payload.baseAddress! - ChannelData.headerSize
+                ChannelData.writeHeader(channel: channel, length: payload.count, to: start)
+                header = UnsafeRawBufferPointer(start: nil, count: 0)
+                datagram = UnsafeRawBufferPointer(start: start, count: payload.count + ChannelData.headerSize)
+            } else {
+                // Inside a GRO read the bytes before the payload are the previous datagram's: the
+                // header is copied into the queue's slot and the payload gathered after it.
+                ChannelData.writeHeader(channel: channel, length: payload.count, to: headerScratch)
+                header = UnsafeRawBufferPointer(start: headerScratch, count: ChannelData.headerSize)
+                datagram = UnsafeRawBufferPointer(payload)
+            }
+            if !listener.queue.enqueue(header: header, payload: datagram, to: client) {
+                listener.queue.flush(on: listener.socket)
+                _ = listener.queue.enqueue(header: header, payload: datagram, to: client)
+            }
+        case .dataIndication(let client, let listenerAddress, let bytes):
+            guard let listener = listeners[listenerAddress] else { return }
+            bytes.withUnsafeBytes { enqueue(listener, $0, to: client) }
+        }
     }
 
     func enqueue(_ listener: Listener, _ bytes: UnsafeRawBufferPointer, to: SocketAddress) {
@@ -354,6 +381,7 @@ final class RelayShard {
     }
 
     deinit {
+        headerScratch.deallocate()
         pool.deallocate()
         peerQueue.deallocate()
         for l in listeners.values { l.queue.deallocate() }
@@ -375,6 +403,7 @@ final class RelaySocketTable {
         do {
             socket = try UDPSocket(bindingTo: address)
             if dontFragment { try SocketOptions.setDontFragment(socket) }
+            if SocketOptions.supportsUDPGRO { try SocketOptions.setUDPGRO(socket, enabled: true) }
             try loop.register(fd: socket.fd) { [unowned self, unowned socket] _ in self.onPeerReadable?(socket) }
         } catch {
             bindFailures += 1

@@ -34,6 +34,8 @@ final class BenchClient: @unchecked Sendable {
         var serverPID: Int32?
         /// Data-path allocations get a SendQueue and bigger socket buffers; idle ones do not.
         var dataPath: Bool
+        /// Data-path sockets send bursts with UDP GSO and read with UDP GRO.
+        var offload: Bool
     }
 
     static let channelNumber: UInt16 = 0x4000
@@ -43,7 +45,7 @@ final class BenchClient: @unchecked Sendable {
     let peer: EchoPeer
     private(set) var allocations: [ClientAllocation] = []
     private var thread: EventLoopThread?
-    private let pool = ReceivePool(count: 64, capacity: 2048, headroom: 0)
+    private let pool: ReceivePool
     private var keys: [String: [UInt8]] = [:]
 
     // Data path buffers, allocated once.
@@ -76,6 +78,8 @@ final class BenchClient: @unchecked Sendable {
         self.config = config
         self.peer = peer
         loop = try EventLoop()
+        let gro = config.dataPath && config.offload && SocketOptions.supportsUDPGRO
+        pool = ReceivePool(count: 64, capacity: gro ? 65_535 : 2048, headroom: 0, coalescing: gro)
 
         // The bytes in front of the probe: ChannelData header, or a Send indication up to DATA's value.
         var prefix: [UInt8]
@@ -121,7 +125,9 @@ final class BenchClient: @unchecked Sendable {
                 socket = try Self.bind(SocketAddress(ip: local, port: UInt16(port)), bigBuffers: config.dataPath)
                 port += 1
             }
-            let queue = config.dataPath ? SendQueue(count: max(config.burst, 1), capacity: 256) : nil
+            if gro { try SocketOptions.setUDPGRO(socket!, enabled: true) }
+            let queue = config.dataPath
+                ? SendQueue(count: max(config.burst, 1), capacity: 256, segmentation: config.offload) : nil
             let allocation = ClientAllocation(index: index, socket: socket!, queue: queue)
             allocations.append(allocation)
             try loop.register(fd: allocation.socket.fd) { [unowned self, unowned allocation] _ in
@@ -171,18 +177,23 @@ final class BenchClient: @unchecked Sendable {
         guard n > 0 else { return }
         let now = MonotonicClock.now()
         for i in 0..<n {
-            let d = UnsafeRawBufferPointer(pool.payload(i))
-            guard d.count >= 4, let base = d.baseAddress else { continue }
-            let first = d[0]
-            if first & 0xC0 == 0x40 {
-                // ChannelData: the probe follows the 4-byte header.
-                if d.count >= 4 + Probe.size { probe(base + 4, now.nanoseconds) }
-            } else if first < 4 {
-                if d.count >= Message.headerSize, d[0] == 0x00, d[1] == 0x17 {
-                    dataIndication(d, now.nanoseconds)
-                } else {
-                    control(a, d, now)
-                }
+            // With GRO one read may hold a run of datagrams from the server.
+            pool.forEachSegment(i) { segment in datagram(UnsafeRawBufferPointer(segment), on: a, now) }
+        }
+    }
+
+    @inline(__always)
+    private func datagram(_ d: UnsafeRawBufferPointer, on a: ClientAllocation, _ now: Timestamp) {
+        guard d.count >= 4, let base = d.baseAddress else { return }
+        let first = d[0]
+        if first & 0xC0 == 0x40 {
+            // ChannelData: the probe follows the 4-byte header.
+            if d.count >= 4 + Probe.size { probe(base + 4, now.nanoseconds) }
+        } else if first < 4 {
+            if d.count >= Message.headerSize, d[0] == 0x00, d[1] == 0x17 {
+                dataIndication(d, now.nanoseconds)
+            } else {
+                control(a, d, now)
             }
         }
     }

@@ -13,8 +13,8 @@ final class EchoPeer: @unchecked Sendable {
     // `start()`; the counters other threads read are atomics; `address` is immutable.
     let loop: EventLoop
     let socket: UDPSocket
-    let pool = ReceivePool(count: 64, capacity: 2048, headroom: 0)
-    let queue = SendQueue(count: 64, capacity: 1)
+    let pool: ReceivePool
+    let queue: SendQueue
     /// Datagrams received: each one is a datagram the server relayed from a client to the peer.
     let received = Atomic<UInt64>(0)
     let sendDropped = Atomic<UInt64>(0)
@@ -24,9 +24,16 @@ final class EchoPeer: @unchecked Sendable {
 
     var address: SocketAddress { socket.localAddress }
 
-    init(bindingTo address: SocketAddress) throws(SystemError) {
+    /// - Parameter offload: read with UDP GRO and send runs with UDP GSO (a GRO read goes back as
+    ///   one segmented message).
+    init(bindingTo address: SocketAddress, offload: Bool) throws(SystemError) {
         loop = try EventLoop()
         socket = try UDPSocket(bindingTo: address, receiveBufferSize: 8 << 20, sendBufferSize: 8 << 20)
+        let gro = offload && SocketOptions.supportsUDPGRO
+        if gro { try SocketOptions.setUDPGRO(socket, enabled: true) }
+        pool = ReceivePool(count: 64, capacity: gro ? 65_535 : 2048, headroom: 0, coalescing: gro)
+        // GRO reads hold up to 64 datagrams each: room for every one of a full batch.
+        queue = SendQueue(count: gro ? 1024 : 64, capacity: 1, segmentation: offload)
         try loop.register(fd: socket.fd) { [unowned self] _ in self.readable() }
     }
 
@@ -49,11 +56,20 @@ final class EchoPeer: @unchecked Sendable {
         }
         guard n > 0 else { return }
         let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        var datagrams = 0
+        var dropped = 0
         for i in 0..<n {
-            _ = queue.enqueue(header: empty, payload: UnsafeRawBufferPointer(pool.payload(i)), to: pool.source(i))
+            let source = pool.source(i)
+            pool.forEachSegment(i) { datagram in
+                datagrams += 1
+                if !queue.enqueue(header: empty, payload: UnsafeRawBufferPointer(datagram), to: source) {
+                    dropped += queue.flush(on: socket).dropped
+                    _ = queue.enqueue(header: empty, payload: UnsafeRawBufferPointer(datagram), to: source)
+                }
+            }
         }
-        let result = queue.flush(on: socket)
-        received.add(UInt64(n), ordering: .relaxed)
-        if result.dropped > 0 { sendDropped.add(UInt64(result.dropped), ordering: .relaxed) }
+        dropped += queue.flush(on: socket).dropped
+        received.add(UInt64(datagrams), ordering: .relaxed)
+        if dropped > 0 { sendDropped.add(UInt64(dropped), ordering: .relaxed) }
     }
 }

@@ -108,6 +108,10 @@ struct TurnBench: ParsableCommand {
     @Option(help: "Datagrams per client socket per sendmmsg.")
     var burst = 8
 
+    @Flag(inversion: .prefixedNo, help: ArgumentHelp(
+        "Client and echo-peer sockets send with UDP GSO (a burst to one address is one segmented message) and read with UDP GRO, as wireguard-go, quinn (Firezone's connlib) and Tailscale do; --no-offload sends and reads one datagram per message, as browsers' WebRTC stacks do. Servers see the same datagrams either way."))
+    var offload = true
+
     @Option(help: ArgumentHelp("The server's process id: its CPU time (/proc/PID/stat) and memory (/proc/PID/status) are measured.", valueName: "pid"))
     var serverPid: Int32?
 
@@ -185,11 +189,11 @@ struct TurnBench: ParsableCommand {
             throw BenchError("\(count) client sockets need more descriptors than the limit of \(limit) (ulimit -n)")
         }
 
-        let echo = try EchoPeer(bindingTo: peerAddress)
+        let echo = try EchoPeer(bindingTo: peerAddress, offload: offload)
         try echo.start()
         let config = BenchClient.Config(
             server: serverAddress, peer: echo.address, transport: transport, size: size, username: user,
-            password: password, realm: realm, burst: burst, serverPID: serverPid, dataPath: idleAllocations == nil)
+            password: password, realm: realm, burst: burst, serverPID: serverPid, dataPath: idleAllocations == nil, offload: offload)
         let client = try BenchClient(config: config, count: count, ports: try clientPorts.map(Self.portRange), peer: echo)
         try client.start()
         defer {
