@@ -8,6 +8,9 @@
 # Environment (all optional):
 #   FZ_BENCH_QUICK=1              ~1.5-minute smoke version (100 B only, coarse search, 1,000 idle allocations)
 #   FZ_BENCH_SIZES="100 1200"     payload sizes
+#   FZ_BENCH_CLIENTS="offload plain"  client behaviours, each measured at every size: "offload" clients send
+#                                 bursts with UDP GSO and read with UDP GRO (wireguard-go, quinn, Tailscale);
+#                                 "plain" ones send and read one datagram per message (browsers' WebRTC)
 #   FZ_BENCH_ALLOCATIONS=64       allocations (client sockets) carrying traffic
 #   FZ_BENCH_FIXED_RATE=40000     echoes/s of the like-with-like CPU run (lowered to 80 % of the
 #                                 smallest loss-free rate if a server cannot sustain it)
@@ -29,6 +32,7 @@ cd "$(dirname "$0")/.."
 
 quick=${FZ_BENCH_QUICK:-0}
 sizes=${FZ_BENCH_SIZES:-"100 1200"}
+profiles=${FZ_BENCH_CLIENTS:-"offload plain"}
 allocs=${FZ_BENCH_ALLOCATIONS:-64}
 fixed_rate=${FZ_BENCH_FIXED_RATE:-40000}
 idle=${FZ_BENCH_IDLE:-10000}
@@ -206,31 +210,40 @@ server_args() { # $1 name: arguments that point fz-turnbench at that server
         floor) echo "--server 127.0.0.1:$fwd_port --raw --peer 127.0.0.1:$raw_peer_port --server-pid $fwd_pid" ;;
     esac
 }
-for size in $sizes; do
+cases=()
+for profile in $profiles; do
+    case $profile in offload | plain) ;; *) echo "FZ_BENCH_CLIENTS: unknown client behaviour '$profile' (offload, plain)" >&2; exit 2 ;; esac
+    for size in $sizes; do cases+=("$profile-$size"); done
+done
+echo "${cases[*]}" >"$out/cases"
+for key in "${cases[@]}"; do
+    profile=${key%%-*} size=${key#*-}
+    offload_arg=--offload
+    [[ $profile == plain ]] && offload_arg=--no-offload
     for s in "${servers[@]}"; do
-        say "search: $s, $size B"
+        say "search: $s, $size B, $profile clients"
         # shellcheck disable=SC2046
-        turnbench "$s" "$out/search-$s-$size.json" $(server_args "$s") --size "$size" "${search_args[@]}"
+        turnbench "$s" "$out/search-$s-$key.json" $(server_args "$s") --size "$size" "$offload_arg" "${search_args[@]}"
     done
-    rate=$(python3 - "$out" "$size" "$fixed_rate" <<'EOF'
+    rate=$(python3 - "$out" "$key" "$fixed_rate" <<'EOF'
 import json, sys
-out, size, fixed = sys.argv[1], sys.argv[2], float(sys.argv[3])
+out, key, fixed = sys.argv[1], sys.argv[2], float(sys.argv[3])
 rates = []
 for s in ("fz-relay", "coturn", "floor"):
-    r = json.loads(open(f"{out}/search-{s}-{size}.json").read().splitlines()[-1])["search"]["loss_free_rate"]
+    r = json.loads(open(f"{out}/search-{s}-{key}.json").read().splitlines()[-1])["search"]["loss_free_rate"]
     if r: rates.append(r)
 low = min(rates) if rates else fixed
 print(int(fixed if fixed <= 0.8 * low else round(0.8 * low, -3)))
 EOF
 )
-    echo "$rate" >"$out/fixed-rate-$size"
+    echo "$rate" >"$out/fixed-rate-$key"
     # Interleaved repeats: the table shows medians (and the CPU range), so one unlucky window on a
     # shared VM does not decide a ratio.
     for k in $(seq "$repeats"); do
         for s in "${servers[@]}"; do
-            say "fixed rate: $s, $size B, $rate echoes/s ($k/$repeats)"
+            say "fixed rate: $s, $size B, $profile clients, $rate echoes/s ($k/$repeats)"
             # shellcheck disable=SC2046
-            turnbench "$s" "$out/fixed-$s-$size-$k.json" $(server_args "$s") --size "$size" --rate "$rate" \
+            turnbench "$s" "$out/fixed-$s-$key-$k.json" $(server_args "$s") --size "$size" "$offload_arg" --rate "$rate" \
                 --duration "$fixed_duration"
         done
     done
@@ -295,8 +308,9 @@ print(f"fz relay benchmark, {started}: {ncpu} CPUs, kernel {kernel}, {pinning}; 
       f"fz-relay {commit} with {fz_threads} thread(s), coturn {coturn_version} with {coturn_threads} relay threads, "
       f"fz-forwarder (one thread) as the floor; {open(f'{out}/allocations').read().strip()} allocations, ChannelData.")
 print()
-print("| size | server | loss-free relayed datagrams/s | next step failed on | CPU us per relayed datagram: median (user + kernel) [range] | p50 us | p99 us | server CPU | other load (max) |")
-print("| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+cases = open(f"{out}/cases").read().split()
+print("| clients | size | server | loss-free relayed datagrams/s | next step failed on | CPU us per relayed datagram: median (user + kernel) [range] | p50 us | p99 us | server CPU | other load (max) |")
+print("| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
 ratios = []
 def median(xs):
     xs = sorted(x for x in xs if x is not None)
@@ -304,12 +318,13 @@ def median(xs):
         return None
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-for size in sizes.split():
-    rate = open(f"{out}/fixed-rate-{size}").read().strip()
+for key in cases:
+    profile, size = key.split("-", 1)
+    rate = open(f"{out}/fixed-rate-{key}").read().strip()
     row = {}
     for s in ("fz-relay", "coturn", "floor"):
-        se = load(f"search-{s}-{size}")
-        runs = [j["result"] for f in sorted(glob.glob(f"{out}/fixed-{s}-{size}-*.json"))
+        se = load(f"search-{s}-{key}")
+        runs = [j["result"] for f in sorted(glob.glob(f"{out}/fixed-{s}-{key}-*.json"))
                 if (j := load(os.path.basename(f)[:-5])) and j.get("result")]
         lf = se and se["search"]["loss_free_relayed_per_s"]
         best = se and se.get("result")
@@ -327,20 +342,22 @@ for size in sizes.split():
         p50 = median([r["latency_us"]["p50"] for r in runs])
         p99 = median([r["latency_us"]["p99"] for r in runs])
         cores = median([r.get("server_cpu_cores") for r in runs])
-        print(f"| {size} B | {s} | {num(lf)}{mark_lf} | {limited} | {num(cpu, 2)}{mark_fx}{split}{spread} | {num(p50, 0)} "
+        print(f"| {profile} | {size} B | {s} | {num(lf)}{mark_lf} | {limited} | {num(cpu, 2)}{mark_fx}{split}{spread} | {num(p50, 0)} "
               f"| {num(p99, 0)} | {num(cores and 100 * cores, 0)} % "
               f"| {num(max(others) * 100 if others else None, 0)} % |")
-    ratios.append((size, rate, row))
+    ratios.append((profile, size, rate, row))
 print()
-print("| size | fz/coturn loss-free rate | fz/coturn CPU per datagram | fz/floor loss-free rate | fz/floor CPU per datagram |")
-print("| ---: | ---: | ---: | ---: | ---: |")
-for size, rate, row in ratios:
-    print(f"| {size} B | {ratio(row['fz-relay'][0], row['coturn'][0])} | {ratio(row['fz-relay'][1], row['coturn'][1])} "
+print("| clients | size | fz/coturn loss-free rate | fz/coturn CPU per datagram | fz/floor loss-free rate | fz/floor CPU per datagram |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+for profile, size, rate, row in ratios:
+    print(f"| {profile} | {size} B | {ratio(row['fz-relay'][0], row['coturn'][0])} | {ratio(row['fz-relay'][1], row['coturn'][1])} "
           f"| {ratio(row['fz-relay'][0], row['floor'][0])} | {ratio(row['fz-relay'][1], row['floor'][1])} |")
 print()
 print("CPU per datagram, latency and server CPU are medians of the fixed-rate runs at "
-      + ", ".join(f"{open(f'{out}/fixed-rate-{s}').read().strip()} echoes/s ({s} B)" for s in sizes.split())
-      + "; loss-free rates from the searches. * = other load above 15 % of a core even after retries.")
+      + ", ".join(f"{open(f'{out}/fixed-rate-{k}').read().strip()} echoes/s ({k.replace('-', ' clients, ')} B)" for k in cases)
+      + "; loss-free rates from the searches (a rate with 'n/a' as the failing side passed every step: a lower bound)."
+      + " * = other load above 15 % of a core even after retries. offload clients send bursts with UDP GSO and read with"
+      + " UDP GRO (wireguard-go, quinn, Tailscale); plain clients send and read one datagram per message (browsers).")
 print()
 print("turnutils_uclient (-m 40 -z 1 -c, echo turnutils_peer): totals and peak")
 print()

@@ -15,6 +15,8 @@ final class RelayMetrics: @unchecked Sendable {
     private let relaySockets: [Metrics.Gauge]
     private let sendDropped: [Metrics.Gauge]
     private let truncated: [Metrics.Gauge]
+    private let groDatagrams: [Metrics.Gauge]
+    private let gsoDatagrams: [Metrics.Gauge]
     private let handedOver = Metrics.Counter(label: "fz_relay_handed_over_total")
 
     init(registry: PrometheusCollectorRegistry, shards: Int) {
@@ -27,6 +29,9 @@ final class RelayMetrics: @unchecked Sendable {
         relaySockets = gauges("fz_relay_relayed_sockets")
         sendDropped = gauges("fz_relay_send_dropped")
         truncated = gauges("fz_relay_truncated_dropped")
+        // Datagrams that arrived inside UDP GRO reads / left inside UDP GSO messages.
+        groDatagrams = gauges("fz_relay_gro_datagrams")
+        gsoDatagrams = gauges("fz_relay_gso_datagrams")
         self.registry = registry
         let names: [(KeyPath<ServerStats, UInt64>, String)] = [
             (\.allocationsCreated, "allocations_created"), (\.allocationsDeleted, "allocations_deleted"),
@@ -44,7 +49,7 @@ final class RelayMetrics: @unchecked Sendable {
     }
 
     func publish(shard i: Int, _ stats: ServerStats, allocations: Int, relaySockets: Int, sendDropped: UInt64,
-                 truncated: UInt64, handedOver: UInt64) {
+                 truncated: UInt64, handedOver: UInt64, groDatagrams: UInt64, gsoDatagrams: Int) {
         for (path, counter) in counters {
             let delta = stats[keyPath: path] &- last[i][keyPath: path]
             if delta > 0 { counter.increment(by: Int64(clamping: delta)) }
@@ -56,6 +61,8 @@ final class RelayMetrics: @unchecked Sendable {
         self.relaySockets[i].record(relaySockets)
         self.sendDropped[i].record(Int64(clamping: sendDropped))
         self.truncated[i].record(Int64(clamping: truncated))
+        self.groDatagrams[i].record(Int64(clamping: groDatagrams))
+        self.gsoDatagrams[i].record(gsoDatagrams)
     }
 
     func render() -> String { registry.emitToString() }

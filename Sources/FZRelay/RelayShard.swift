@@ -54,6 +54,9 @@ final class RelayShard {
     var truncatedDropped: UInt64 = 0
     var handedOver: UInt64 = 0
     var handedIn: UInt64 = 0
+    /// Reads that held more than one datagram (UDP GRO), and the datagrams they held.
+    var coalescedReads: UInt64 = 0
+    var coalescedDatagrams: UInt64 = 0
 
     init(index: Int, settings: RelaySettings, directory: ShardDirectory, nonceSecret: [UInt8], loop: EventLoop,
          logger: Logger, metrics: RelayMetrics) throws(SystemError) {
@@ -121,6 +124,7 @@ final class RelayShard {
                 continue
             }
             let source = pool.source(i)
+            countCoalesced(i)
             // A GRO read holds several datagrams from one client; each is a message of its own.
             pool.forEachSegment(i) { datagram in
                 dispatch(UnsafeRawBufferPointer(datagram), from: source, listener: listener, address: address, now: now)
@@ -135,6 +139,11 @@ final class RelayShard {
     func dispatch(_ payload: UnsafeRawBufferPointer, from source: SocketAddress, listener: Listener,
                   address: SocketAddress, now: Timestamp) {
         if shards.count > 1 {
+            // The hot path: ChannelData for an allocation held here, one lookup.
+            if let action = server.handleChannelDataIfHeld(payload, from: source, listener: address, now: now) {
+                carryOut(action, payload: payload, from: source, listener: listener)
+                return
+            }
             let tuple = FiveTuple(client: source, listener: address)
             if !server.hasAllocation(tuple), let owner = directory.owner(of: tuple), owner != index {
                 handOver(payload, from: source, listener: address, to: owner)
@@ -157,7 +166,13 @@ final class RelayShard {
     /// forwarded in place must stay valid until `flushAll`.
     func process(_ payload: UnsafeRawBufferPointer, from source: SocketAddress, listener: Listener,
                  address: SocketAddress, now: Timestamp) {
-        switch server.handleClient(payload, from: source, listener: address, now: now) {
+        carryOut(server.handleClient(payload, from: source, listener: address, now: now), payload: payload, from: source,
+                 listener: listener)
+    }
+
+    @inline(__always)
+    func carryOut(_ action: ClientAction, payload: UnsafeRawBufferPointer, from source: SocketAddress, listener: Listener) {
+        switch action {
         case .none:
             break
         case .reply(let bytes):
@@ -208,12 +223,25 @@ final class RelayShard {
             }
             let source = pool.source(i)
             let first = pool.payload(i).baseAddress
+            countCoalesced(i)
             // A GRO read holds several datagrams from one peer; only the first has headroom.
             pool.forEachSegment(i) { payload in
                 relayFromPeer(payload, from: source, relayed: relayed, hasHeadroom: payload.baseAddress == first, now: now)
             }
         }
         flushAll()
+    }
+
+    /// Datagrams that left inside UDP GSO messages, over all of this shard's queues.
+    var segmentedSent: Int { peerQueue.totalSegmented + listeners.values.reduce(0) { $0 + $1.queue.totalSegmented } }
+
+    @inline(__always)
+    func countCoalesced(_ i: Int) {
+        let length = pool.payload(i).count
+        let size = pool.segmentSize(i)
+        guard size > 0, size < length else { return }
+        coalescedReads &+= 1
+        coalescedDatagrams &+= UInt64((length + size - 1) / size)
     }
 
     @inline(__always)
@@ -341,7 +369,8 @@ final class RelayShard {
         nextHousekeeping = now + period
         server.unixSecondsAtZero = Int64(WallClock.unixSeconds()) - Int64(now.seconds)
         metrics.publish(shard: index, server.stats, allocations: server.allocationCount, relaySockets: table.sockets.count,
-                        sendDropped: sendDropped, truncated: truncatedDropped, handedOver: handedOver)
+                        sendDropped: sendDropped, truncated: truncatedDropped, handedOver: handedOver,
+                        groDatagrams: coalescedDatagrams, gsoDatagrams: segmentedSent)
         directory.heartbeat(shard: index, now: now)
         guard index == 0 else { return }
         if let interval = watchdogInterval, now - lastWatchdog >= interval / 2 - .milliseconds(5),

@@ -32,22 +32,37 @@ extension TURNServer {
 
     /// RFC 8656 §12.5: ChannelData from a client goes to the channel's peer, payload in place.
     mutating func handleChannelData(_ bytes: UnsafeRawBufferPointer, tuple: FiveTuple, now: Timestamp) -> ClientAction {
+        if let action = channelData(bytes, tuple: tuple, now: now) { return action }
+        stats.channelDataIn += 1
+        if ChannelData.parse(bytes) == nil { stats.malformedDropped += 1 } else { stats.noAllocationDropped += 1 }
+        return .none
+    }
+
+    /// The data path of a shell that runs several servers (one per thread): a datagram that is
+    /// ChannelData for an allocation this server holds is handled as `handleClient` would, with
+    /// one lookup. nil (nothing counted) when it is not ChannelData or this server holds no
+    /// allocation for the 5-tuple: the shell then finds the owner, or calls `handleClient`.
+    public mutating func handleChannelDataIfHeld(_ bytes: UnsafeRawBufferPointer, from client: SocketAddress,
+                                                 listener: SocketAddress, now: Timestamp) -> ClientAction? {
+        guard PacketKind.classify(bytes) == .channelData else { return nil }
+        return channelData(bytes, tuple: FiveTuple(client: client, listener: listener), now: now)
+    }
+
+    /// ChannelData handling; nil when there is no live allocation for `tuple` (not yet counted).
+    private mutating func channelData(_ bytes: UnsafeRawBufferPointer, tuple: FiveTuple, now: Timestamp) -> ClientAction? {
+        guard let a = allocations[tuple], a.expiresAt > now else { return nil }
         stats.channelDataIn += 1
         guard let (n, length) = ChannelData.parse(bytes) else {
             stats.malformedDropped += 1
-            return .none
-        }
-        guard let a = allocations[tuple], a.expiresAt > now else {
-            stats.noAllocationDropped += 1
-            return .none
+            return ClientAction.none
         }
         guard let ch = a.channels[n], ch.expiresAt > now, let from = a.relayed(for: ch.peer.family) else {
             stats.unexpectedDropped += 1
-            return .none
+            return ClientAction.none
         }
         guard a.hasPermission(ch.peer.ip, now: now) else {
             stats.noPermissionDropped += 1
-            return .none
+            return ClientAction.none
         }
         stats.relayedBytesToPeers += UInt64(length)
         return .forward(from: from, to: ch.peer, payloadOffset: ChannelData.headerSize, payloadLength: length,

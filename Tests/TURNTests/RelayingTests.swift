@@ -113,6 +113,27 @@ struct RelayingTests {
         else { Issue.record("expected a Data indication"); return }
     }
 
+    @Test("the multi-thread data path handles held ChannelData in one call and leaves the rest to the shell")
+    func channelDataIfHeld() {
+        var h = Harness()
+        let relayed = Self.allocated(&h)
+        _ = h.authed(.channelBind, [.channelNumber(0x4001), .xorPeerAddress(publicPeer)])
+        let before = h.server.stats
+        func held(_ bytes: [UInt8], from: SocketAddress = alice) -> ClientAction? {
+            bytes.withUnsafeBytes { h.server.handleChannelDataIfHeld($0, from: from, listener: listener, now: h.now) }
+        }
+        #expect(held(channelData(0x4001, [5, 6])) == .forward(from: relayed, to: publicPeer, payloadOffset: 4, payloadLength: 2,
+                                                              dontFragment: false))
+        #expect(held(channelData(0x4002, [5])) == ClientAction.none, "held allocation, unbound channel: dropped here")
+        let stranger = SocketAddress("203.0.113.9:1")!
+        #expect(held(channelData(0x4001, [5]), from: stranger) == nil, "no allocation here: the shell looks for the owner")
+        let stun = Message(type: MessageType(method: .binding, messageClass: .request), transactionID: .random(), attributes: [])
+        #expect(held(stun.encode()) == nil, "STUN goes through handleClient")
+        #expect(h.server.stats.channelDataIn == before.channelDataIn + 2)
+        #expect(h.server.stats.unexpectedDropped == before.unexpectedDropped + 1)
+        #expect(h.server.stats.noAllocationDropped == before.noAllocationDropped, "a miss is not counted here")
+    }
+
     @Test("ChannelData with trailing padding is accepted and ChannelData on an unbound channel is dropped")
     func channelDataEdges() {
         var h = Harness()
