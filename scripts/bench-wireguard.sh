@@ -11,7 +11,8 @@
 # Environment (all optional):
 #   FZ_GATEWAY_BIN=PATH           fz-gateway to use (default: swift build -c release --product fz-gateway)
 #   FZ_BENCH_SECONDS=5            iperf3 duration per measurement
-#   FZ_BENCH_PAIRS="fz-fz fz-wg wg-wg"   which pairs (A-B: A is the iperf3 client side)
+#   FZ_BENCH_PAIRS="fz-fz fz-wg wg-wg fzn-fzn"   which pairs (A-B: A is the iperf3 client side);
+#                                 fz = fz-gateway (offloads on, its default), fzn = fz-gateway --no-offload
 #
 # Namespaces fzwgb-a-<pid>/fzwgb-b-<pid>, veth 10.241.0.1/.2, tunnel 10.242.0.1/.2; everything is
 # deleted on exit (trap), also on failure or Ctrl-C. Processes are stopped by PID.
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FZ_BENCH_SECONDS:-5}
-pairs=${FZ_BENCH_PAIRS:-"fz-fz fz-wg wg-wg"}
+pairs=${FZ_BENCH_PAIRS:-"fz-fz fz-wg wg-wg fzn-fzn"}
 [ "$(id -u)" = 0 ] || { echo "bench-wireguard.sh: needs root" >&2; exit 1; }
 for tool in iperf3 wireguard-go wg ip; do
     command -v $tool >/dev/null || { echo "bench-wireguard.sh: $tool missing (apt-get install --no-install-recommends iperf3 wireguard-go wireguard-tools)" >&2; exit 1; }
@@ -79,7 +80,9 @@ start_side() {
         ns=$ns_b key=$key_b peer_pub=$pub_a port=51831 peer_port=51830 addr=10.242.0.2 peer_addr=10.242.0.1 peer_under=10.241.0.1
     fi
     ifname=wgbn$side$tag
-    if [ "$kind" = fz ]; then
+    if [ "$kind" = fz ] || [ "$kind" = fzn ]; then
+        local offload_flag=--offload
+        [ "$kind" = fzn ] && offload_flag=--no-offload
         cat > "$work/$side.conf" <<EOF
 [Interface]
 PrivateKey = $key
@@ -92,7 +95,7 @@ AllowedIPs = $peer_addr/32
 Endpoint = $peer_under:$peer_port
 EOF
         ip netns exec "$ns" "$FZ_GATEWAY_BIN" --wg-config "$work/$side.conf" --interface "$ifname" \
-            --log-level warning > "$work/$side.log" 2>&1 &
+            $offload_flag --log-level warning > "$work/$side.log" 2>&1 &
         TUNNEL_PID=$!
         for _ in $(seq 100); do ip -n "$ns" link show "$ifname" 2>/dev/null | grep -q ',UP' && break; sleep 0.1; done
     else
@@ -147,15 +150,15 @@ for pair in $pairs; do
     rm -f "$work"/a.conf "$work"/b.conf
 done
 
-names() { case $1 in fz) echo fz-gateway;; wg) echo wireguard-go;; esac; }
+names() { case $1 in fz) echo fz-gateway;; fzn) echo "fz-gateway --no-offload";; wg) echo wireguard-go;; esac; }
 echo
 echo "iperf3 TCP through the tunnel, ${seconds} s each, $(nproc) cores; CPU = both tunnel processes (user+sys) per Gbit moved"
-printf '| %-28s | %12s | %12s | %12s | %12s |\n' "client side -> server side" "1 stream Mb/s" "CPU s/Gbit" "4 streams Mb/s" "CPU s/Gbit"
-printf '| %-28s | %12s | %12s | %12s | %12s |\n' "----------------------------" "------------" "------------" "------------" "------------"
+printf '| %-52s | %12s | %12s | %12s | %12s |\n' "client side -> server side" "1 stream Mb/s" "CPU s/Gbit" "4 streams Mb/s" "CPU s/Gbit"
+printf '| %-52s | %12s | %12s | %12s | %12s |\n' "----------------------------------------------------" "------------" "------------" "------------" "------------"
 for r in "${results[@]}"; do
     set -- $r
     pair=$1 a=${1%-*} b=${1#*-}
-    printf '| %-28s | %12s | %12s | %12s | %12s |\n' "$(names "$a") -> $(names "$b")" "$2" "$3" "$4" "$5"
+    printf '| %-52s | %12s | %12s | %12s | %12s |\n' "$(names "$a") -> $(names "$b")" "$2" "$3" "$4" "$5"
 done
 
 # The ratio the issue asks for: fz<->fz over wireguard-go<->wireguard-go (same run, same box).

@@ -17,6 +17,15 @@ import WireGuard
 /// written to the TUN interface. Nothing on these paths allocates, except the core's queue of
 /// packets that wait for a handshake.
 ///
+/// Offloads (when the TUN device has the virtio header, `TunDevice(offload: true)`): a TUN read may
+/// be one TCP segment of up to 64 KiB (TSO); `TCPSegmenter` cuts it into MTU-sized packets straight
+/// into the slab, each is encrypted in place, and the equal-sized datagrams to one endpoint leave
+/// as one UDP GSO message (`SendQueue(segmentation:)`). The other way, the sockets read with UDP
+/// GRO (one read, many datagrams of one sender), and `TCPCoalescer` merges the decrypted TCP
+/// segments of one flow into one TUN write with a GSO virtio header, so the kernel's TCP stack
+/// handles one packet where it would have handled dozens. This is what the kernel does for a NIC,
+/// and what wireguard-go and Tailscale do in userspace. Nothing changes on the wire.
+///
 /// Handshake floods (whitepaper §5.3): every handshake message with a valid MAC1 is counted by a
 /// `HandshakeLoadMonitor`; while it reports load, `Device.underLoad` is set, so the core answers
 /// messages without a valid MAC2 with a 64-byte cookie reply (no Curve25519 work) and passes the
@@ -41,6 +50,11 @@ public final class DataPlane {
     private let pool: ReceivePool
     private let queueV4: SendQueue
     private let queueV6: SendQueue
+    /// With offloads: one TUN read (virtio header + up to 64 KiB), and the receive-side coalescer.
+    private let tunReadBuffer: UnsafeMutableRawBufferPointer?
+    private var coalescer: TCPCoalescer
+    /// A virtio header to write in front of each TUN write.
+    private let virtioHeader: UnsafeMutableRawBufferPointer
     private var isClosed = false
     /// Device counters when the current under-load episode began, for its log line.
     private var episodeStart: (at: Timestamp, cookies: UInt64, limited: UInt64, handshakes: UInt64)?
@@ -63,14 +77,29 @@ public final class DataPlane {
         tunSlab = .allocate(byteCount: slotStride * batch, alignment: 64)
         let datagramCapacity = max(2048, slotStride + 64)
         scratch = .allocate(byteCount: datagramCapacity, alignment: 16)
-        pool = ReceivePool(count: batch, capacity: datagramCapacity, headroom: 0)
-        queueV4 = SendQueue(count: batch * 2, capacity: datagramCapacity)
-        queueV6 = SendQueue(count: batch * 2, capacity: datagramCapacity)
+        let offload = tun.hasVirtioHeader
+        // UDP GRO needs 64 KiB slots (a coalesced read is up to 64 KiB); only with offloads on.
+        let gro = offload && SocketOptions.supportsUDPGRO
+        pool = ReceivePool(count: batch, capacity: gro ? 65_535 : datagramCapacity, headroom: 0, coalescing: gro)
+        if gro {
+            for socket in [socketV4, socketV6] {
+                guard let socket else { continue }
+                try? SocketOptions.setUDPGRO(socket, enabled: true)
+            }
+        }
+        queueV4 = SendQueue(count: batch * 2, capacity: datagramCapacity, segmentation: offload)
+        queueV6 = SendQueue(count: batch * 2, capacity: datagramCapacity, segmentation: offload)
+        tunReadBuffer = offload ? .allocate(byteCount: VirtioNetHeader.size + 65_535, alignment: 16) : nil
+        coalescer = TCPCoalescer(capacity: 65_535)
+        virtioHeader = .allocate(byteCount: VirtioNetHeader.size, alignment: 8)
+        virtioHeader.initializeMemory(as: UInt8.self, repeating: 0)
     }
 
     deinit {
         tunSlab.deallocate()
         scratch.deallocate()
+        tunReadBuffer?.deallocate()
+        virtioHeader.deallocate()
     }
 
     /// Registers the descriptors and timers with `loop`. Call before the loop runs.
@@ -106,6 +135,10 @@ public final class DataPlane {
 
     func readTun() {
         flush()
+        if tunReadBuffer != nil {
+            readTunOffloaded()
+            return
+        }
         let now = MonotonicClock.now()
         var used = 0
         var reads = 0
@@ -133,6 +166,86 @@ public final class DataPlane {
             }
         }
         flush()
+    }
+
+    /// `readTun` for a device with the virtio header: each read is a header and one packet, which
+    /// may be a TSO segment to cut into MTU-sized packets. Every packet lands in a slab slot with 16
+    /// bytes of headroom and is encrypted there; the slab is flushed when full.
+    private func readTunOffloaded() {
+        guard let buffer = tunReadBuffer else { return }
+        let now = MonotonicClock.now()
+        var used = 0
+        var reads = 0
+        let plaintextCapacity = slotStride - 32
+        while reads < batch {
+            reads += 1
+            let n: Int
+            do {
+                guard case .processed(let count) = try tun.read(into: buffer) else { break }
+                n = count
+            } catch {
+                logger.error("reading the TUN interface failed", metadata: ["error": "\(error)"])
+                break
+            }
+            guard n > VirtioNetHeader.size, let header = VirtioNetHeader(UnsafeRawBufferPointer(rebasing: buffer[0..<VirtioNetHeader.size])) else {
+                counters.droppedMalformedOutgoing &+= 1
+                continue
+            }
+            let packet = UnsafeMutableRawBufferPointer(rebasing: buffer[VirtioNetHeader.size..<n])
+            counters.tunPacketsRead &+= 1
+            guard let peer = route(UnsafeRawBufferPointer(packet)) else { continue }
+            if header.gsoType == VirtioNetHeader.gsoNone {
+                if header.flags & VirtioNetHeader.needsChecksum != 0,
+                   !InternetChecksum.completePartialChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset))
+                {
+                    counters.droppedMalformedOutgoing &+= 1
+                    continue
+                }
+                guard packet.count <= plaintextCapacity else {
+                    counters.droppedMalformedOutgoing &+= 1
+                    continue
+                }
+                if used == batch { flush(); used = 0 }
+                let slot = tunSlab + used * slotStride
+                (slot + 16).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
+                if encapsulateSlot(slot, length: packet.count, peer: peer, now: now) { used += 1 }
+                continue
+            }
+            let segmenter: TCPSegmenter
+            do {
+                segmenter = try TCPSegmenter(header: header, packet: UnsafeRawBufferPointer(packet))
+            } catch {
+                counters.droppedMalformedOutgoing &+= 1
+                continue
+            }
+            guard segmenter.maximumSegmentSize <= plaintextCapacity else {
+                counters.droppedMalformedOutgoing &+= 1
+                continue
+            }
+            counters.tunSuperPacketsRead &+= 1
+            counters.tunSegmentsCut &+= UInt64(segmenter.segmentCount)
+            for index in 0..<segmenter.segmentCount {
+                if used == batch { flush(); used = 0 }
+                let slot = tunSlab + used * slotStride
+                let length = segmenter.writeSegment(index, into: UnsafeMutableRawBufferPointer(start: slot + 16, count: plaintextCapacity))
+                if encapsulateSlot(slot, length: length, peer: peer, now: now) { used += 1 }
+            }
+        }
+        flush()
+    }
+
+    /// Encrypts the plaintext at `slot + 16` in place and queues it uncopied. True if the slot is
+    /// now referenced by a send queue (it must not be reused before the next flush).
+    @inline(__always)
+    private func encapsulateSlot(_ slot: UnsafeMutableRawPointer, length: Int, peer: PeerID, now: Timestamp) -> Bool {
+        let out = UnsafeMutableRawBufferPointer(start: slot, count: slotStride)
+        let plaintext = UnsafeRawBufferPointer(start: slot + 16, count: length)
+        switch device[peer].encapsulate(plaintext, into: out, now: now) {
+        case .datagram(let n), .handshakeInitiation(let n):
+            return send(UnsafeRawBufferPointer(start: slot, count: n), peer: peer, copy: false)
+        case .queued, .drop:
+            return false
+        }
     }
 
     /// The peer for an outgoing packet's destination; counts the drop when there is none.
@@ -176,29 +289,36 @@ public final class DataPlane {
                 continue
             }
             let source = pool.source(i)
-            let datagram = UnsafeRawBufferPointer(pool.payload(i))
-            let handshake = Self.isHandshakeMessage(datagram)
-            if handshake { updateLoadState(now: now) }
-            let (peer, result) = device.decapsulate(datagram, from: source, into: scratch, now: now)
-            if handshake, result != .drop(.invalidMAC1), result != .drop(.malformed) {
-                // A valid MAC1: without the cookie mechanism this would cost a Curve25519 computation.
-                counters.handshakeMessagesReceived &+= 1
-                load.record(now: now)
+            pool.forEachSegment(i) { datagram in
+                receiveDatagram(UnsafeRawBufferPointer(datagram), from: source, now: now)
             }
-            switch result {
-            case .packet(let range):
-                deliver(UnsafeRawBufferPointer(rebasing: scratch[range]), from: peer!)
-            case .handshakeResponse(let n), .cookieReply(let n):
-                enqueue(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), to: source)
-            case .handshakeCompleted(let n):
-                logger.info("handshake completed", metadata: ["peer": "\(device[peer!].publicKey)", "endpoint": "\(source)"])
-                send(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), peer: peer!, copy: true)
-            case .keepalive, .cookieAccepted, .drop:
-                break
-            }
-            if let peer, device[peer].queuedPacketCount > 0 { drainQueue(of: peer, now: now) }
         }
+        flushCoalescer()
         flush()
+    }
+
+    @inline(__always)
+    private func receiveDatagram(_ datagram: UnsafeRawBufferPointer, from source: SocketAddress, now: Timestamp) {
+        let handshake = Self.isHandshakeMessage(datagram)
+        if handshake { updateLoadState(now: now) }
+        let (peer, result) = device.decapsulate(datagram, from: source, into: scratch, now: now)
+        if handshake, result != .drop(.invalidMAC1), result != .drop(.malformed) {
+            // A valid MAC1: without the cookie mechanism this would cost a Curve25519 computation.
+            counters.handshakeMessagesReceived &+= 1
+            load.record(now: now)
+        }
+        switch result {
+        case .packet(let range):
+            deliver(UnsafeRawBufferPointer(rebasing: scratch[range]), from: peer!)
+        case .handshakeResponse(let n), .cookieReply(let n):
+            enqueue(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), to: source)
+        case .handshakeCompleted(let n):
+            logger.info("handshake completed", metadata: ["peer": "\(device[peer!].publicKey)", "endpoint": "\(source)"])
+            send(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), peer: peer!, copy: true)
+        case .keepalive, .cookieAccepted, .drop:
+            break
+        }
+        if let peer, device[peer].queuedPacketCount > 0 { drainQueue(of: peer, now: now) }
     }
 
     /// Checks the inner source against the sending peer's AllowedIPs and writes the packet to TUN.
@@ -220,8 +340,33 @@ public final class DataPlane {
             counters.droppedSourceNotAllowed &+= 1
             return
         }
+        guard tun.hasVirtioHeader else {
+            writeTun(packet)
+            return
+        }
+        // Only packets that passed the checks above reach the coalescer, so every segment of a
+        // coalesced write came from this peer's authenticated packets.
+        coalescer.push(packet) { header, bytes in writeTun(bytes, header: header) }
+    }
+
+    /// Writes what the coalescer still holds (the end of a receive batch).
+    private func flushCoalescer() {
+        guard tun.hasVirtioHeader else { return }
+        coalescer.flush { header, bytes in writeTun(bytes, header: header) }
+    }
+
+    @inline(__always)
+    private func writeTun(_ packet: UnsafeRawBufferPointer, header: VirtioNetHeader? = nil) {
         do {
-            switch try tun.write(packet) {
+            let result: IOResult<Int>
+            if let header {
+                header.write(to: virtioHeader.baseAddress!)
+                result = try tun.write(header: UnsafeRawBufferPointer(virtioHeader), packet: packet)
+                if header.gsoType != VirtioNetHeader.gsoNone { counters.tunSuperPacketsWritten &+= 1 }
+            } else {
+                result = try tun.write(packet)
+            }
+            switch result {
             case .processed: counters.tunPacketsWritten &+= 1
             case .wouldBlock: counters.droppedTunWrite &+= 1
             }

@@ -33,6 +33,13 @@ public struct GatewayCommand: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Flag(inversion: .prefixedNo, help: """
+        TUN offloads: TCP segmentation and checksum offload on the TUN interface (virtio header), \
+        UDP GSO and GRO on the sockets. Nothing changes on the wire; falls back by itself where the \
+        kernel lacks them.
+        """)
+    var offload: Bool = true
+
     public init() {}
 
     public func validate() throws {
@@ -63,7 +70,7 @@ public struct GatewayCommand: ParsableCommand {
         }
         for warning in config.warnings { logger.warning("\(path): \(warning)") }
         do {
-            try StaticGateway.run(config: config, interfaceName: interface, logger: logger)
+            try StaticGateway.run(config: config, interfaceName: interface, offload: offload, logger: logger)
         } catch {
             logger.critical("fz-gateway failed: \(error)")
             throw ExitCode.failure
@@ -90,7 +97,7 @@ public struct GatewayCommand: ParsableCommand {
 /// Builds the interface, sockets and data plane from a configuration, runs the loop on its own
 /// thread, and waits on the calling thread for SIGTERM/SIGINT.
 public enum StaticGateway {
-    public static func run(config: WireGuardConfiguration, interfaceName: String, logger: Logger) throws {
+    public static func run(config: WireGuardConfiguration, interfaceName: String, offload: Bool = true, logger: Logger) throws {
         // Before any thread exists, so every thread inherits the mask and only sigwait sees them.
         try TerminationSignals.block()
 
@@ -110,7 +117,10 @@ public enum StaticGateway {
             for prefix in peer.allowedIPs { allowed.insert(prefix, id) }
         }
 
-        let tun = try TunDevice(name: interfaceName)
+        let tun = try TunDevice(name: interfaceName, offload: offload)
+        if offload, !tun.hasVirtioHeader {
+            logger.notice("TUN offloads unavailable (IFF_VNET_HDR or TUNSETOFFLOAD refused): one packet per read and write")
+        }
         let netlink = try RouteNetlinkSocket()
         defer { netlink.close() }
         try netlink.setLink(index: tun.index, up: false, mtu: mtu)
@@ -145,6 +155,7 @@ public enum StaticGateway {
         logger.info("interface up", metadata: [
             "interface": "\(tun.name)", "port": "\(socketV4.localAddress.port)",
             "public-key": "\(device.publicKey)", "peers": "\(config.peers.count)", "mtu": "\(mtu)",
+            "offload": "\(tun.hasVirtioHeader ? "tso+gro" : "off")",
         ])
         SystemdNotifier.notify("READY=1\nSTATUS=\(tun.name) up, \(config.peers.count) peer(s), port \(socketV4.localAddress.port)")
 

@@ -23,6 +23,10 @@ public struct GatewayCounters: Sendable, Equatable {
     public var droppedNoSocket: UInt64 = 0
     /// Handshake initiations and responses with a valid MAC1 (the work the load monitor counts).
     public var handshakeMessagesReceived: UInt64 = 0
+    /// With TUN offloads: TSO segments read and the packets cut from them; coalesced (GSO) writes.
+    public var tunSuperPacketsRead: UInt64 = 0
+    public var tunSegmentsCut: UInt64 = 0
+    public var tunSuperPacketsWritten: UInt64 = 0
     /// Times the gateway went under load (§5.3), and the total time it spent there.
     public var underLoadEpisodes: UInt64 = 0
     public var underLoadNanoseconds: UInt64 = 0
@@ -35,6 +39,7 @@ public struct GatewayCounters: Sendable, Equatable {
             + "source_not_allowed=\(droppedSourceNotAllowed) malformed_in=\(droppedMalformedIncoming) "
             + "tun_write_dropped=\(droppedTunWrite) truncated=\(droppedTruncated) no_socket=\(droppedNoSocket) "
             + "handshake_messages=\(handshakeMessagesReceived) under_load_episodes=\(underLoadEpisodes) "
-            + "under_load_ms=\(underLoadNanoseconds / 1_000_000)"
+            + "under_load_ms=\(underLoadNanoseconds / 1_000_000) tso_read=\(tunSuperPacketsRead) "
+            + "tso_segments=\(tunSegmentsCut) gso_written=\(tunSuperPacketsWritten)"
     }
 }

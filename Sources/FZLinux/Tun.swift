@@ -7,6 +7,14 @@ import FZCore
 /// A TUN interface (IFF_TUN | IFF_NO_PI): each `read` returns one IP packet the kernel routed to
 /// the interface, each `write` injects one. The descriptor is non-blocking and close-on-exec.
 ///
+/// With `offload: true` the interface is attached with IFF_VNET_HDR and TUNSETOFFLOAD (checksum
+/// offload, TSO for IPv4 and IPv6), as wireguard-go and Tailscale do since 2023: every read and
+/// write starts with a 10-byte `virtio_net_hdr`, reads may return TCP segments of up to 64 KiB
+/// with partial checksums (the reader cuts them, `TCPSegmenter`), and a write may hand the kernel
+/// one coalesced TCP segment (`TCPCoalescer`). One trip through the kernel's TCP stack and one
+/// system call then carry dozens of packets. Where the kernel refuses (no IFF_VNET_HDR or
+/// TUNSETOFFLOAD), the device falls back to plain packets and `hasVirtioHeader` is false.
+///
 /// The interface is not persistent: closing the descriptor removes it, with its addresses and
 /// routes, which is what a daemon wants on exit (and after a crash).
 ///
@@ -17,17 +25,33 @@ public final class TunDevice {
     public let name: String
     /// The interface index, for rtnetlink.
     public let index: Int32
+    /// Whether reads and writes carry a `virtio_net_hdr` (offloads on).
+    public let hasVirtioHeader: Bool
     public private(set) var isOpen = true
 
     /// Creates (or attaches to) the TUN interface `name`. Needs CAP_NET_ADMIN.
-    public init(name: String) throws(SystemError) {
-        let fd = try Syscall.check("open(/dev/net/tun)") { cfz_tun_open_clone_device() }
+    ///
+    /// - Parameter offload: ask for the virtio header with checksum offload and TSO (see the type).
+    public init(name: String, offload: Bool = false) throws(SystemError) {
+        var fd = try Syscall.check("open(/dev/net/tun)") { cfz_tun_open_clone_device() }
         var actual = [CChar](repeating: 0, count: Int(CFZ_IFNAMSIZ))
-        do {
-            _ = try Syscall.check("ioctl(TUNSETIFF)") { cfz_tun_attach(fd, name, &actual) }
-        } catch {
-            Syscall.close(fd)
-            throw error
+        var virtio = false
+        if offload {
+            if cfz_tun_attach_flags(fd, name, &actual, 1) == 0, cfz_tun_set_offload(fd, 1) == 0 {
+                virtio = true
+            } else {
+                // An old kernel or a restricted one: start again with a fresh, plain descriptor.
+                Syscall.close(fd)
+                fd = try Syscall.check("open(/dev/net/tun)") { cfz_tun_open_clone_device() }
+            }
+        }
+        if !virtio {
+            do {
+                _ = try Syscall.check("ioctl(TUNSETIFF)") { cfz_tun_attach(fd, name, &actual) }
+            } catch {
+                Syscall.close(fd)
+                throw error
+            }
         }
         let kernelName = actual.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         let index = if_nametoindex(kernelName)
@@ -39,6 +63,7 @@ public final class TunDevice {
         self.fd = fd
         self.name = kernelName
         self.index = Int32(bitPattern: index)
+        self.hasVirtioHeader = virtio
     }
 
     deinit { close() }
@@ -61,6 +86,15 @@ public final class TunDevice {
     @inline(__always)
     public func write(_ packet: UnsafeRawBufferPointer) throws(SystemError) -> IOResult<Int> {
         try Syscall.nonBlocking("write(tun)") { Glibc.write(fd, packet.baseAddress, packet.count) }
+    }
+
+    /// Writes a virtio header and the packet behind it as one packet (`writev`), for a device with
+    /// `hasVirtioHeader`. `.wouldBlock` when the queue is full; a header the kernel rejects throws.
+    @inline(__always)
+    public func write(header: UnsafeRawBufferPointer, packet: UnsafeRawBufferPointer) throws(SystemError) -> IOResult<Int> {
+        try Syscall.nonBlocking("writev(tun)") {
+            cfz_tun_write2(fd, header.baseAddress, header.count, packet.baseAddress, packet.count)
+        }
     }
 }
 

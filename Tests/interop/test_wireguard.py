@@ -229,7 +229,7 @@ class Lab:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start_fz(self, endpoint: bool, keepalive: int | None = None) -> subprocess.Popen:
+    def start_fz(self, endpoint: bool, keepalive: int | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         config = self.write_fz_config(endpoint, keepalive)
         if self.notify:
             self.notify.close()
@@ -239,13 +239,36 @@ class Lab:
         env = {**os.environ, "NOTIFY_SOCKET": self.notify.path}
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns_a, gateway_bin(), "--wg-config", str(config), "--interface", self.if_a,
-             "--log-level", "debug"],
+             "--log-level", "debug", *extra],
             stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         self.procs.append(proc)
         self.fz = proc
         wait_for(lambda: self.notify.saw("READY=1") or proc.poll() is not None, 15, what="fz-gateway READY=1")
         assert proc.poll() is None, f"fz-gateway exited {proc.returncode}:\n{self.fz_output()}"
+        return proc
+
+    def start_fz_in_b(self) -> subprocess.Popen:
+        """A second fz-gateway in B, in wireguard-go's place (same keys, addresses and port)."""
+        config = self.workdir / "fz-b.conf"
+        config.write_text("\n".join([
+            "[Interface]", f"PrivateKey = {self.priv_b}", f"ListenPort = {PORT_B}", f"Address = {TUNNEL_B}/24",
+            "MTU = 1420", "[Peer]", f"PublicKey = {self.pub_a}", f"PresharedKey = {self.psk}",
+            f"AllowedIPs = {TUNNEL_A}/32", f"Endpoint = {UNDERLAY_A}:{PORT_A}"]) + "\n")
+        notify = NotifyListener(self.workdir)
+        self.fz_b_log = self.workdir / f"fz-b-{next(_counter)}.log"
+        with open(self.fz_b_log, "w") as log:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns_b, gateway_bin(), "--wg-config", str(config), "--interface",
+                 self.if_b, "--log-level", "info"],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NOTIFY_SOCKET": notify.path})
+        self.procs.append(proc)
+        self.fz_b = proc
+        try:
+            wait_for(lambda: notify.saw("READY=1") or proc.poll() is not None, 15, what="fz-gateway B READY=1")
+        finally:
+            notify.close()
+        assert proc.poll() is None, f"fz-gateway B exited {proc.returncode}:\n{self.fz_b_log.read_text()}"
         return proc
 
     def stop_fz(self) -> int | None:
@@ -289,6 +312,26 @@ class Lab:
         finally:
             kill_process(server)
 
+    def transfer(self, sender_ns: str, receiver_ns: str, receiver_address: str, size: int) -> tuple[str, str]:
+        """Sends `size` pseudo-random bytes over one TCP connection from `sender_ns` to
+        `receiver_address` (in `receiver_ns`); the SHA-256 the sender computed and the one of what
+        arrived. A corrupted, reordered or lost byte makes them differ."""
+        port = 5301 + next(_counter) % 100
+        receiver = subprocess.Popen(
+            ["ip", "netns", "exec", receiver_ns, "python3", "-c", TRANSFER_RECEIVER, receiver_address, str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(receiver)
+        try:
+            wait_for(lambda: receiver.stdout.readline().strip() == "listening" or receiver.poll() is not None, 10,
+                     what="the TCP receiver")
+            sent = self.ns(sender_ns, "python3", "-c", TRANSFER_SENDER, receiver_address, str(port), str(size),
+                           timeout=120)
+            out, err = receiver.communicate(timeout=30)
+            assert receiver.returncode == 0, err
+            return sent.stdout.strip(), out.strip()
+        finally:
+            kill_process(receiver)
+
     # ------------------------------------------------------------------ cleanup
 
     def close(self) -> None:
@@ -305,6 +348,37 @@ class Lab:
             os.unlink(f"/var/run/wireguard/{self.if_b}.sock")
         except FileNotFoundError:
             pass
+
+
+# Pseudo-random payload (not one repeated block: a coalescer that mixed up segments must show).
+TRANSFER_SENDER = r"""
+import hashlib, random, socket, sys
+address, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = random.Random(size).randbytes(size)
+with socket.create_connection((address, port), timeout=60) as s:
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+print(len(data), hashlib.sha256(data).hexdigest())
+"""
+TRANSFER_RECEIVER = r"""
+import hashlib, socket, sys
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind((sys.argv[1], int(sys.argv[2])))
+listener.listen(1)
+listener.settimeout(60)
+print("listening", flush=True)
+conn, _ = listener.accept()
+conn.settimeout(60)
+digest, total = hashlib.sha256(), 0
+while chunk := conn.recv(1 << 20):
+    digest.update(chunk)
+    total += len(chunk)
+conn.close()
+print(total, digest.hexdigest())
+"""
+TRANSFER_BYTES = 24 << 20
 
 
 @pytest.fixture
@@ -371,6 +445,54 @@ def test_iperf3_tcp_both_directions(lab):
           f"wireguard-go->fz {download:.0f} Mbit/s")
     assert upload > IPERF_MIN_MBITS, f"fz->wg {upload:.1f} Mbit/s"
     assert download > IPERF_MIN_MBITS, f"wg->fz {download:.1f} Mbit/s"
+
+
+def test_tcp_bytes_arrive_intact_both_ways_through_fz_offloads_and_wireguard_go(lab):
+    # fz-gateway's TUN offloads: the kernel hands it TCP segments of up to 64 KiB (cut by
+    # TCPSegmenter, checksums computed) and it writes coalesced segments back (TCPCoalescer, with
+    # partial checksums the kernel does not verify). Byte-exact transfers prove both.
+    lab.start_wireguard_go(endpoint=True)
+    lab.start_fz(endpoint=True)
+    assert lab.ping(lab.ns_a, TUNNEL_B), lab.fz_output()
+    sent, received = lab.transfer(lab.ns_a, lab.ns_b, TUNNEL_B, TRANSFER_BYTES)
+    assert sent == received, f"fz->wireguard-go: sent {sent}, received {received}"
+    sent, received = lab.transfer(lab.ns_b, lab.ns_a, TUNNEL_A, TRANSFER_BYTES)
+    assert sent == received, f"wireguard-go->fz: sent {sent}, received {received}"
+    assert lab.stop_fz() == 0
+    counters = fz_counters(lab.fz_output())
+    print(f"\nfz-gateway: {', '.join(f'{k}={counters[k]}' for k in ('tun_read', 'tso_read', 'tso_segments', 'tun_written', 'gso_written'))}")
+    assert "offload=tso+gro" in lab.fz_output()
+    assert counters["tso_read"] > 0 and counters["tso_segments"] > counters["tso_read"], counters
+    assert counters["gso_written"] > 0, counters
+
+
+def test_tcp_bytes_arrive_intact_between_two_fz_gateways_with_offloads(lab):
+    # Both ends fz: UDP GSO on send and GRO on receive as well, on top of the TUN offloads.
+    lab.start_fz(endpoint=True)
+    lab.start_fz_in_b()
+    assert lab.ping(lab.ns_a, TUNNEL_B), lab.fz_output()
+    for sender, receiver, address in ((lab.ns_a, lab.ns_b, TUNNEL_B), (lab.ns_b, lab.ns_a, TUNNEL_A)):
+        sent, received = lab.transfer(sender, receiver, address, TRANSFER_BYTES)
+        assert sent == received, f"to {address}: sent {sent}, received {received}"
+    upload = lab.iperf(reverse=False, streams=4)
+    print(f"\niperf3 TCP {IPERF_SECONDS}s, 4 streams, fz->fz: {upload:.0f} Mbit/s")
+    assert upload > IPERF_MIN_MBITS
+    assert lab.stop_fz() == 0
+    counters = fz_counters(lab.fz_output())
+    assert counters["tso_read"] > 0 and counters["gso_written"] > 0, counters
+
+
+def test_tcp_bytes_arrive_intact_with_offloads_turned_off(lab):
+    lab.start_wireguard_go(endpoint=True)
+    lab.start_fz(endpoint=True, extra=("--no-offload",))
+    assert lab.ping(lab.ns_a, TUNNEL_B), lab.fz_output()
+    for sender, receiver, address in ((lab.ns_a, lab.ns_b, TUNNEL_B), (lab.ns_b, lab.ns_a, TUNNEL_A)):
+        sent, received = lab.transfer(sender, receiver, address, 4 << 20)
+        assert sent == received, f"to {address}: sent {sent}, received {received}"
+    assert lab.stop_fz() == 0
+    counters = fz_counters(lab.fz_output())
+    assert "offload=off" in lab.fz_output()
+    assert counters["tso_read"] == 0 and counters["gso_written"] == 0, counters
 
 
 def test_restarted_fz_gateway_handshakes_again_and_traffic_resumes(lab):

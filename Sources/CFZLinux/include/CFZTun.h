@@ -9,6 +9,7 @@
 #ifdef __linux__
 
 #include <stdint.h>
+#include <sys/types.h>
 
 /// IFNAMSIZ: interface names are at most 15 bytes plus the terminating NUL.
 extern const int CFZ_IFNAMSIZ;
@@ -18,6 +19,19 @@ extern const int CFZ_IFNAMSIZ;
 /// name for the interface (it expands a `%d` pattern) is copied to `out_name`, which holds
 /// CFZ_IFNAMSIZ bytes. Returns 0, or -1 with errno set.
 int cfz_tun_attach(int fd, const char *name, char *out_name);
+
+/// As `cfz_tun_attach`, with IFF_VNET_HDR added when `vnet_hdr` is non-zero: every read and
+/// write then starts with a 10-byte `struct virtio_net_hdr` (GSO type and size, checksum offload).
+int cfz_tun_attach_flags(int fd, const char *name, char *out_name, int vnet_hdr);
+
+/// TUNSETOFFLOAD on a descriptor attached with IFF_VNET_HDR: TUN_F_CSUM, plus TUN_F_TSO4 |
+/// TUN_F_TSO6 when `tso` is non-zero. The kernel then hands over TCP segments of up to 64 KiB
+/// with partial checksums, described by the virtio header. Returns 0, or -1 with errno set.
+int cfz_tun_set_offload(int fd, int tso);
+
+/// writev(fd, {header, packet}): one TUN write of a virtio header and the packet behind it, without
+/// copying them together. Returns the bytes written or -1 with errno set.
+ssize_t cfz_tun_write2(int fd, const void *header, size_t header_length, const void *packet, size_t packet_length);
 
 /// open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC). Returns the descriptor or -1 with errno.
 int cfz_tun_open_clone_device(void);
