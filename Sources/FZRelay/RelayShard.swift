@@ -16,9 +16,11 @@ import TURN
 ///
 /// Datagram paths: a batch is read with recvmmsg into the shared `ReceivePool`; replies and
 /// relayed datagrams are queued in preallocated `SendQueue`s and flushed with sendmmsg before the
-/// pool is reused. ChannelData payloads go out without a copy (the queue's iovec points into the
-/// pool), and the 4-byte ChannelData header for the client direction is written into the pool
-/// slot's headroom in front of the payload.
+/// pool is reused. ChannelData payloads and Send indications' DATA go out without a copy (the
+/// queue's iovec points into the pool), and the 4-byte ChannelData header for the client
+/// direction is written into the pool slot's headroom in front of the payload. A Data indication
+/// is written whole into a listener queue's slot (one copy of the payload), with a transaction ID
+/// from the shard's `TransactionIDPool`. None of these paths allocates or takes a lock.
 final class RelayShard {
     final class Listener {
         let socket: UDPSocket
@@ -44,6 +46,11 @@ final class RelayShard {
     var peerQueueSocket: UDPSocket?
     /// Where a ChannelData header is built before `SendQueue` copies it into its slot.
     let headerScratch = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
+    /// Bytes per listener send slot: the largest reply or Data indication (the TURN server drops
+    /// peer datagrams whose Data indication would not fit, counted as oversize).
+    static let listenerSlotCapacity = 2048
+    /// Random transaction IDs for Data indications (RFC 8489 §5), without a syscall per packet.
+    let transactionIDs = TransactionIDPool()
     var logger: Logger
     let metrics: RelayMetrics
     var nextHousekeeping: Timestamp = .zero
@@ -68,6 +75,7 @@ final class RelayShard {
         table = RelaySocketTable(loop: loop)
         var config = settings.serverConfig
         config.portRange = settings.portSlice(index)
+        config.maxDataIndicationSize = Self.listenerSlotCapacity
         server = TURNServer(
             config: config, credentials: settings.credentials(settings.reloadable),
             peerPolicy: settings.peerPolicy(settings.reloadable),
@@ -77,7 +85,8 @@ final class RelayShard {
             let socket = try UDPSocket(
                 bindingTo: address, reusePort: settings.threads > 1, receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
             if SocketOptions.supportsUDPGRO { try SocketOptions.setUDPGRO(socket, enabled: true) }
-            let listener = Listener(socket: socket, queue: SendQueue(count: 64, capacity: 2048, segmentation: true))
+            let listener = Listener(
+                socket: socket, queue: SendQueue(count: 64, capacity: Self.listenerSlotCapacity, segmentation: true))
             listeners[address] = listener
         }
         table.onPeerReadable = { [unowned self] socket in self.peerReadable(socket) }
@@ -157,8 +166,11 @@ final class RelayShard {
     /// (tests: the kernel's SO_REUSEPORT choice cannot be steered from outside).
     func inject(_ bytes: [UInt8], from source: SocketAddress, listener address: SocketAddress) {
         guard let listener = listeners[address] else { return }
-        bytes.withUnsafeBytes { dispatch($0, from: source, listener: listener, address: address, now: MonotonicClock.now()) }
-        flushAll()
+        // Flushed inside: payloads forwarded in place point into `bytes`.
+        bytes.withUnsafeBytes {
+            dispatch($0, from: source, listener: listener, address: address, now: MonotonicClock.now())
+            flushAll()
+        }
         drainEvents()
     }
 
@@ -180,9 +192,6 @@ final class RelayShard {
         case .forward(let from, let to, let offset, let length, _):
             guard let socket = table.sockets[from] else { return }
             enqueuePeer(socket, payload: UnsafeRawBufferPointer(rebasing: payload[offset..<offset + length]), to: to)
-        case .forwardBytes(let from, let to, let bytes, _):
-            guard let socket = table.sockets[from] else { return }
-            bytes.withUnsafeBytes { enqueuePeerCopy(socket, $0, to: to) }
         }
     }
 
@@ -200,8 +209,10 @@ final class RelayShard {
     func receiveHandedOver(_ bytes: [UInt8], from source: SocketAddress, listener address: SocketAddress) {
         guard let listener = listeners[address] else { return }
         handedIn += 1
-        bytes.withUnsafeBytes { process($0, from: source, listener: listener, address: address, now: MonotonicClock.now()) }
-        flushAll()
+        bytes.withUnsafeBytes {
+            process($0, from: source, listener: listener, address: address, now: MonotonicClock.now())
+            flushAll()
+        }
         drainEvents()
     }
 
@@ -271,9 +282,32 @@ final class RelayShard {
                 listener.queue.flush(on: listener.socket)
                 _ = listener.queue.enqueue(header: header, payload: datagram, to: client)
             }
-        case .dataIndication(let client, let listenerAddress, let bytes):
+        case .dataIndication(let client, let listenerAddress, let peer):
             guard let listener = listeners[listenerAddress] else { return }
-            bytes.withUnsafeBytes { enqueue(listener, $0, to: client) }
+            enqueueDataIndication(listener, payload: UnsafeRawBufferPointer(payload), from: peer, to: client)
+        }
+    }
+
+    /// Writes a Data indication (RFC 8656 §11.3) straight into the listener queue's next slot:
+    /// header and XOR-PEER-ADDRESS, one copy of the payload, padding. The TURN server only asks
+    /// for indications that fit a slot (`ServerConfig.maxDataIndicationSize`); should one not,
+    /// it is dropped and counted in `sendDropped`, never built on the heap.
+    func enqueueDataIndication(_ listener: Listener, payload: UnsafeRawBufferPointer, from peer: SocketAddress,
+                               to client: SocketAddress) {
+        guard let size = DataIndication.size(peer: peer, payloadLength: payload.count), size <= listener.queue.capacity
+        else {
+            sendDropped += 1
+            return
+        }
+        let transactionID = transactionIDs.take()
+        // A local function, not a closure value: passed as a non-escaping argument, its context
+        // stays on the stack.
+        func fill(_ slot: UnsafeMutableRawBufferPointer) {
+            _ = DataIndication.write(peer: peer, transactionID: transactionID, payload: payload, into: slot)
+        }
+        if !listener.queue.enqueue(to: client, length: size, fill) {
+            listener.queue.flush(on: listener.socket)
+            _ = listener.queue.enqueue(to: client, length: size, fill)
         }
     }
 
@@ -301,18 +335,6 @@ final class RelayShard {
         if !peerQueue.enqueue(header: empty, payload: payload, to: to) {
             peerQueue.flush(on: socket)
             _ = peerQueue.enqueue(header: empty, payload: payload, to: to)
-        }
-    }
-
-    func enqueuePeerCopy(_ socket: UDPSocket, _ bytes: UnsafeRawBufferPointer, to: SocketAddress) {
-        guard bytes.count <= peerQueue.capacity else {
-            sendDropped += 1
-            return
-        }
-        switchPeerQueue(to: socket)
-        if !peerQueue.enqueue(bytes, to: to) {
-            peerQueue.flush(on: socket)
-            _ = peerQueue.enqueue(bytes, to: to)
         }
     }
 

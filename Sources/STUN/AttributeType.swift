@@ -41,4 +41,20 @@ public enum AttributeType {
 
     /// True for types below 0x8000, which a receiver must understand (RFC 8489 §14).
     public static func isComprehensionRequired(_ type: UInt16) -> Bool { type < 0x8000 }
+
+    /// Whether the codec parses `type` into an attribute of its own (`Attribute.decode`), rather
+    /// than keeping it as `.unknown`; a test holds the two lists together.
+    static func isKnown(_ type: UInt16) -> Bool {
+        switch type {
+        case mappedAddress, username, messageIntegrity, errorCode, unknownAttributes, realm, nonce,
+            messageIntegritySHA256, passwordAlgorithm, userhash, xorMappedAddress, passwordAlgorithms,
+            alternateDomain, software, alternateServer, fingerprint,
+            channelNumber, lifetime, xorPeerAddress, data, xorRelayedAddress, requestedAddressFamily, evenPort,
+            requestedTransport, dontFragment, reservationToken, additionalAddressFamily, addressErrorCode, icmp,
+            priority, useCandidate, iceControlled, iceControlling:
+            true
+        default:
+            false
+        }
+    }
 }

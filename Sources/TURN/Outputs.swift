@@ -28,11 +28,9 @@ public enum ClientAction: Sendable, Equatable {
     case none
     /// Send these bytes back to the client from the listening socket it used.
     case reply([UInt8])
-    /// Relay part of the input datagram (a ChannelData payload) to a peer, in place:
-    /// `payloadOffset`/`payloadLength` index the bytes given to `handleClient`.
+    /// Relay part of the input datagram (a ChannelData payload or a Send indication's DATA value)
+    /// to a peer, in place: `payloadOffset`/`payloadLength` index the bytes given to `handleClient`.
     case forward(from: SocketAddress, to: SocketAddress, payloadOffset: Int, payloadLength: Int, dontFragment: Bool)
-    /// Relay these bytes (a Send indication's DATA) to a peer.
-    case forwardBytes(from: SocketAddress, to: SocketAddress, bytes: [UInt8], dontFragment: Bool)
 }
 
 /// What to do with a datagram that arrived from a peer on a relayed socket.
@@ -41,8 +39,11 @@ public enum PeerAction: Sendable, Equatable {
     /// Prepend a 4-byte ChannelData header for `channel` to the payload (in the buffer's
     /// headroom) and send it to the client from `listener`.
     case channelData(client: SocketAddress, listener: SocketAddress, channel: UInt16)
-    /// Send this Data indication to the client from `listener`.
-    case dataIndication(client: SocketAddress, listener: SocketAddress, bytes: [UInt8])
+    /// Send the payload to the client from `listener` inside a Data indication from `peer`
+    /// (RFC 8656 §11.3). The shell writes it with `DataIndication.write` and a fresh random
+    /// transaction ID (`TransactionIDPool`); the server has checked that it is at most
+    /// `ServerConfig.maxDataIndicationSize` bytes.
+    case dataIndication(client: SocketAddress, listener: SocketAddress, peer: SocketAddress)
 }
 
 /// Things worth a log line, drained by the shell with `drainEvents()`.

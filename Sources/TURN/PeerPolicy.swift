@@ -38,19 +38,18 @@ public struct PeerPolicy: Sendable, Hashable {
     /// The ranges `--allow-loopback-peers` opens.
     public static let loopback: [CIDR] = [CIDR("127.0.0.0/8")!, CIDR("::1/128")!]
 
-    /// Whether a peer IP address may be relayed to.
+    /// Whether a peer IP address may be relayed to. It runs for every Send indication, so it
+    /// looks at the address and its embedded IPv4 form one by one rather than through an array.
     public func permits(_ ip: IPAddress) -> Bool {
-        let forms: [IPAddress] = ip.embeddedIPv4.map { [ip, .v4($0)] } ?? [ip]
-        for f in forms where deny.contains(where: { $0.contains(f) }) { return false }
+        let embedded = ip.embeddedIPv4.map { IPAddress.v4($0) }
+        func denied(_ f: IPAddress) -> Bool { deny.contains { $0.contains(f) } }
+        func allowed(_ f: IPAddress) -> Bool { allow.contains { $0.contains(f) } }
+        func deniedByDefault(_ f: IPAddress) -> Bool { defaultDeny.contains { $0.contains(f) } && !allowed(f) }
+        if denied(ip) || embedded.map(denied) == true { return false }
         // An explicit allow must cover every form the address takes, so allowing `::ffff:0:0/96`
         // does not silently open 127.0.0.1 through its mapped spelling.
-        let allowed = forms.allSatisfy { f in allow.contains(where: { $0.contains(f) }) }
-        if allowed { return true }
-        for f in forms {
-            if defaultDeny.contains(where: { $0.contains(f) }) && !allow.contains(where: { $0.contains(f) }) {
-                return false
-            }
-        }
+        if allowed(ip) && embedded.map(allowed) != false { return true }
+        if deniedByDefault(ip) || embedded.map(deniedByDefault) == true { return false }
         return true
     }
 

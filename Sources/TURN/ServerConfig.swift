@@ -1,4 +1,5 @@
 import FZCore
+import STUN
 
 /// An address the relay allocates relayed transport addresses on.
 public struct RelayAddress: Sendable, Hashable {
@@ -46,6 +47,11 @@ public struct ServerConfig: Sendable {
     public var software: String? = "fz-relay"
     /// Attempts at a random free port before an Allocate fails with 508.
     public var portAttempts: Int = 64
+    /// The largest Data indication the shell can send (it writes them into fixed-size send
+    /// slots). A peer datagram without a channel whose indication would be larger is dropped and
+    /// counted in `oversizeDropped`, as is one whose indication exceeds a STUN length field
+    /// whatever this says.
+    public var maxDataIndicationSize: Int = Message.headerSize + Message.maxBodyLength
 
     public init(realm: String, relayAddresses: [RelayAddress]) {
         self.realm = realm

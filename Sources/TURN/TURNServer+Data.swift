@@ -3,14 +3,16 @@ import STUN
 
 extension TURNServer {
     /// RFC 8656 §10.2: a Send indication is relayed when the allocation, the permission and the
-    /// peer rules all allow it; otherwise it is silently discarded (and counted).
-    mutating func handleSend(_ m: Message, tuple: FiveTuple, now: Timestamp) -> ClientAction {
+    /// peer rules all allow it; otherwise it is silently discarded (and counted). The DATA value
+    /// goes to the peer in place, like a ChannelData payload.
+    mutating func handleSend(peer: SocketAddress?, data: Range<Int>?, dontFragment: Bool,
+                             unknownComprehensionRequired: Bool, tuple: FiveTuple, now: Timestamp) -> ClientAction {
         stats.sendIndicationsIn += 1
         guard let a = liveAllocation(tuple, now: now) else {
             stats.noAllocationDropped += 1
             return .none
         }
-        guard m.unknownComprehensionRequired.isEmpty, let peer = m.xorPeerAddresses.first, let data = m.data else {
+        guard !unknownComprehensionRequired, let peer, let data else {
             stats.malformedDropped += 1
             return .none
         }
@@ -27,7 +29,15 @@ extension TURNServer {
             return .none
         }
         stats.relayedBytesToPeers += UInt64(data.count)
-        return .forwardBytes(from: from, to: peer, bytes: data, dontFragment: a.dontFragment || m.dontFragment)
+        return .forward(from: from, to: peer, payloadOffset: data.lowerBound, payloadLength: data.count,
+                        dontFragment: a.dontFragment || dontFragment)
+    }
+
+    /// A Send indication the full decoder read (`bytes` are the datagram it came from).
+    mutating func handleSend(_ m: Message, bytes: UnsafeRawBufferPointer, tuple: FiveTuple, now: Timestamp) -> ClientAction {
+        handleSend(peer: m.xorPeerAddresses.first, data: m.data == nil ? nil : SendIndication.dataRange(inDecoded: bytes),
+                   dontFragment: m.dontFragment, unknownComprehensionRequired: !m.unknownComprehensionRequired.isEmpty,
+                   tuple: tuple, now: now)
     }
 
     /// RFC 8656 §12.5: ChannelData from a client goes to the channel's peer, payload in place.
@@ -86,16 +96,15 @@ extension TURNServer {
             stats.relayedBytesToClients += UInt64(bytes.count)
             return .channelData(client: t.client, listener: t.listener, channel: n)
         }
-        let indication = Message(
-            type: MessageType(method: .data, messageClass: .indication), transactionID: .random(),
-            attributes: [.xorPeerAddress(peer), .data(Array(bytes))])
         // A peer datagram near 64 KiB does not fit a STUN message with its header and
-        // XOR-PEER-ADDRESS: without a channel it cannot be delivered.
-        guard indication.encodedSize() != nil else {
+        // XOR-PEER-ADDRESS: without a channel it cannot be delivered. Nor can one whose
+        // indication exceeds what the shell can send.
+        guard let size = DataIndication.size(peer: peer, payloadLength: bytes.count), size <= config.maxDataIndicationSize
+        else {
             stats.oversizeDropped += 1
             return .none
         }
         stats.relayedBytesToClients += UInt64(bytes.count)
-        return .dataIndication(client: t.client, listener: t.listener, bytes: indication.encode())
+        return .dataIndication(client: t.client, listener: t.listener, peer: peer)
     }
 }

@@ -139,6 +139,13 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
     /// Handles one datagram a client sent to a listening socket.
     public mutating func handleClient(_ bytes: UnsafeRawBufferPointer, from client: SocketAddress,
                                       listener: SocketAddress, now: Timestamp) -> ClientAction {
+        handleClient(bytes, from: client, listener: listener, now: now, sendFastPath: true)
+    }
+
+    /// `sendFastPath: false` sends Send indications through the full decoder too: the reference
+    /// the fast path is tested against.
+    mutating func handleClient(_ bytes: UnsafeRawBufferPointer, from client: SocketAddress, listener: SocketAddress,
+                               now: Timestamp, sendFastPath: Bool) -> ClientAction {
         let tuple = FiveTuple(client: client, listener: listener)
         switch PacketKind.classify(bytes) {
         case .channelData:
@@ -148,6 +155,20 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
         case .other:
             stats.malformedDropped += 1
             return .none
+        }
+        // Send indications are data: read in place, without decoding into arrays. Those with
+        // attributes the scan leaves to the decoder continue below, with the same outcome.
+        if sendFastPath {
+            switch SendIndication.scan(bytes) {
+            case .indication(let s):
+                return handleSend(peer: s.peer, data: s.data, dontFragment: s.dontFragment,
+                                  unknownComprehensionRequired: s.hasUnknownComprehensionRequired, tuple: tuple, now: now)
+            case .malformed:
+                stats.malformedDropped += 1
+                return .none
+            case .needsDecoder:
+                break
+            }
         }
         let message: Message
         do {
@@ -170,7 +191,7 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
         case .request:
             return handleRequest(message, tuple: tuple, now: now)
         case .indication:
-            if message.type.method == .send { return handleSend(message, tuple: tuple, now: now) }
+            if message.type.method == .send { return handleSend(message, bytes: bytes, tuple: tuple, now: now) }
             stats.unexpectedDropped += 1  // Binding indications (keepalives) and unknown indications
             return .none
         case .successResponse, .errorResponse:

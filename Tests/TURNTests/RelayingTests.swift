@@ -21,19 +21,15 @@ struct RelayingTests {
     }
 
     @Test("with a permission Send indications reach the peer and peer data comes back as Data indications")
-    func sendAndData() throws {
+    func sendAndData() {
         var h = Harness()
         let relayed = Self.allocated(&h)
         #expect(h.authed(.createPermission, [.xorPeerAddress(publicPeer)])?.isSuccess == true)
+        // The DATA value follows the header, XOR-PEER-ADDRESS (12 bytes) and DATA's own header.
         #expect(h.send(sendIndication(to: publicPeer, [1, 2, 3]))
-                == .forwardBytes(from: relayed, to: publicPeer, bytes: [1, 2, 3], dontFragment: false))
-        guard case .dataIndication(let client, let l, let bytes) = h.fromPeer([7, 8], peer: publicPeer, relayed: relayed)
-        else { Issue.record("expected a Data indication"); return }
-        #expect(client == alice && l == listener)
-        let d = try Message.decode(bytes)
-        #expect(d.type == MessageType(method: .data, messageClass: .indication))
-        #expect(d.xorPeerAddresses == [publicPeer])
-        #expect(d.data == [7, 8])
+                == .forward(from: relayed, to: publicPeer, payloadOffset: 36, payloadLength: 3, dontFragment: false))
+        #expect(h.fromPeer([7, 8], peer: publicPeer, relayed: relayed)
+                == .dataIndication(client: alice, listener: listener, peer: publicPeer))
     }
 
     @Test("a permission covers every port of the peer's IP")
@@ -200,7 +196,7 @@ struct RelayingTests {
         let v6 = try #require(r.xorRelayedAddresses.first { $0.family == .v6 })
         _ = h.authed(.createPermission, [.xorPeerAddress(publicPeer6)])
         #expect(h.send(sendIndication(to: publicPeer6, [1]))
-                == .forwardBytes(from: v6, to: publicPeer6, bytes: [1], dontFragment: false))
+                == .forward(from: v6, to: publicPeer6, payloadOffset: 48, payloadLength: 1, dontFragment: false))
     }
 
     @Test("data for a deleted allocation is dropped")
