@@ -289,7 +289,7 @@ stop_pid "$p"; forget_pid "$p"
 # --- the tables -----------------------------------------------------------------------------------
 fz_threads=$(grep -o 'threads=[0-9]*' "$out/fz-relay.log" | head -1 | cut -d= -f2 || true)
 coturn_threads=${COTURN_THREADS:-"default (one per CPU)"}
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n $(git status --porcelain 2>/dev/null) ]] && echo "+local changes")"
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n $(git status --porcelain 2>/dev/null) ]] && echo "+local changes" || true)"
 python3 - "$out" "$sizes" "$uclient_sizes" "$run_started" "$ncpu" "$(uname -r)" "$pinning" "${fz_threads:-?}" \
     "$coturn_threads" "$commit" "$(turnserver --version 2>/dev/null | head -1)" <<'EOF' | tee "$out/tables.md"
 import glob, json, os, sys
