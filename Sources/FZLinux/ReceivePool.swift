@@ -35,7 +35,8 @@ public final class ReceivePool {
     /// Bytes reserved in front of each payload.
     public let headroom: Int
     /// Datagrams held from the last `receive` (valid indices are `0..<received`).
-    public private(set) var received = 0
+    /// (Changed per read on one loop thread: no dynamic exclusivity checks.)
+    @exclusivity(unchecked) public private(set) var received = 0
     /// ICMP-reported errors (ECONNREFUSED, EHOSTUNREACH...) that `recvmmsg` consumed and skipped.
     public private(set) var softErrors = 0
 

@@ -35,21 +35,23 @@ public final class SendQueue {
     public let count: Int
     /// Bytes per slot: the largest datagram `enqueue` can copy.
     public let capacity: Int
+    // The counters below change per datagram on one loop thread (the type is not thread-safe by
+    // contract), so they skip the runtime's dynamic exclusivity checks.
     /// Datagrams waiting for `flush`.
-    public private(set) var pending = 0
+    @exclusivity(unchecked) public private(set) var pending = 0
     /// Totals since creation, for metrics.
-    public private(set) var totalSent = 0
-    public private(set) var totalDropped = 0
+    @exclusivity(unchecked) public private(set) var totalSent = 0
+    @exclusivity(unchecked) public private(set) var totalDropped = 0
     /// The errno of the last dropped datagram (0 if none yet), for diagnostics.
-    public private(set) var lastErrno: Int32 = 0
+    @exclusivity(unchecked) public private(set) var lastErrno: Int32 = 0
     /// Whether `flush` coalesces runs with UDP GSO: asked for in `init`, offered by the kernel, and
     /// not yet refused by the device (see the type's documentation).
     public private(set) var segmentation: Bool
     /// Datagrams that left inside a segmented (GSO) message, and the messages they took.
-    public private(set) var totalSegmented = 0
-    public private(set) var totalSegmentedMessages = 0
+    @exclusivity(unchecked) public private(set) var totalSegmented = 0
+    @exclusivity(unchecked) public private(set) var totalSegmentedMessages = 0
     /// Segmented messages the kernel refused, whose datagrams were then sent one by one.
-    public private(set) var segmentationFallbacks = 0
+    @exclusivity(unchecked) public private(set) var segmentationFallbacks = 0
 
     /// At most this many datagrams per segmented message (the kernel's UDP_MAX_SEGMENTS is 64 on
     /// older kernels, 128 on newer ones).

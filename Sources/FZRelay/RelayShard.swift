@@ -37,13 +37,16 @@ final class RelayShard {
     /// All shards, this one included, for handing over datagrams (set once before the loops run).
     var shards: [LoopConfined<RelayShard>] = []
     let table: RelaySocketTable
-    var server: TURNServer<RelaySockets>
-    var listeners: [SocketAddress: Listener] = [:]
+    // Loop-confined state on the per-datagram path: only the loop thread touches it (the type's
+    // contract), so the runtime's dynamic exclusivity checks (a thread-local access set per
+    // access) are turned off for these properties; the static checks stay.
+    @exclusivity(unchecked) var server: TURNServer<RelaySockets>
+    @exclusivity(unchecked) var listeners: [SocketAddress: Listener] = [:]
     /// 64 KiB slots: with UDP GRO one read may hold a run of datagrams from one sender.
     let pool = ReceivePool(count: 64, capacity: 65_535, headroom: 64, coalescing: SocketOptions.supportsUDPGRO)
     /// Datagrams to peers, all from `peerQueueSocket` (flushed when the next one is from another).
     let peerQueue = SendQueue(count: 64, capacity: 2048, segmentation: true)
-    var peerQueueSocket: UDPSocket?
+    @exclusivity(unchecked) var peerQueueSocket: UDPSocket?
     /// Where a ChannelData header is built before `SendQueue` copies it into its slot.
     let headerScratch = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
     /// Bytes per listener send slot: the largest reply or Data indication (the TURN server drops
@@ -57,13 +60,13 @@ final class RelayShard {
     var watchdogInterval: Duration?
     var lastWatchdog: Timestamp = .zero
     var lastStatus: Timestamp = .zero
-    var sendDropped: UInt64 = 0
-    var truncatedDropped: UInt64 = 0
-    var handedOver: UInt64 = 0
-    var handedIn: UInt64 = 0
+    @exclusivity(unchecked) var sendDropped: UInt64 = 0
+    @exclusivity(unchecked) var truncatedDropped: UInt64 = 0
+    @exclusivity(unchecked) var handedOver: UInt64 = 0
+    @exclusivity(unchecked) var handedIn: UInt64 = 0
     /// Reads that held more than one datagram (UDP GRO), and the datagrams they held.
-    var coalescedReads: UInt64 = 0
-    var coalescedDatagrams: UInt64 = 0
+    @exclusivity(unchecked) var coalescedReads: UInt64 = 0
+    @exclusivity(unchecked) var coalescedDatagrams: UInt64 = 0
 
     init(index: Int, settings: RelaySettings, directory: ShardDirectory, nonceSecret: [UInt8], loop: EventLoop,
          logger: Logger, metrics: RelayMetrics) throws(SystemError) {
@@ -442,7 +445,7 @@ final class RelayShard {
 /// Relayed sockets by their bound address; opened and closed at the TURN server's request.
 final class RelaySocketTable {
     let loop: EventLoop
-    var sockets: [SocketAddress: UDPSocket] = [:]
+    @exclusivity(unchecked) var sockets: [SocketAddress: UDPSocket] = [:]
     var onPeerReadable: ((UDPSocket) -> Void)?
     var onWillClose: ((UDPSocket) -> Void)?
     var bindFailures: UInt64 = 0
