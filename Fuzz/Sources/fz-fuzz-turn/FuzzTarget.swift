@@ -18,6 +18,7 @@ func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             _ = m.unknownComprehensionRequired
         }
         _ = ChannelData.parse(bytes)
+        checkSendIndicationScan(bytes)
         return 0
     }
     var h = Scenario.shared
@@ -45,6 +46,23 @@ func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         }
     }
     return 0
+}
+
+/// The relay's in-place Send indication scanner must agree with the full decoder wherever it
+/// answers (a differential check: a disagreement is a finding, like a crash).
+func checkSendIndicationScan(_ bytes: UnsafeRawBufferPointer) {
+    switch SendIndication.scan(bytes) {
+    case .indication(let scanned):
+        guard let m = try? Message.decode(bytes) else { fatalError("scan accepted a Send indication the decoder rejects") }
+        if m.xorPeerAddresses.first != scanned.peer { fatalError("scan and decoder disagree on XOR-PEER-ADDRESS") }
+        let data = scanned.data.map { Array(bytes[$0]) }
+        if data != m.data { fatalError("scan and decoder disagree on DATA") }
+        if scanned.dontFragment != m.dontFragment { fatalError("scan and decoder disagree on DONT-FRAGMENT") }
+    case .malformed:
+        if (try? Message.decode(bytes)) != nil { fatalError("scan rejected a Send indication the decoder accepts") }
+    case .needsDecoder:
+        break
+    }
 }
 
 struct NullSockets: RelaySocketProvider {
