@@ -1,4 +1,5 @@
 import FZCore
+import FZTestSupport
 import Testing
 
 @Suite("Offload: coalescing received TCP segments")
@@ -374,7 +375,7 @@ struct OffloadCoalescerTests {
 
     @Test("random and damaged packets never crash the coalescer, and every merge cuts back into valid segments")
     func fuzz() throws {
-        var rng = SeededGenerator(state: 0xC0A1)
+        var rng = SplitMix64(seed: 0xC0A1)
         let valid = try cut(TCPPacket(payload: patternPayload(6000)), gso: 1000)
             + (try cut(TCPPacket.v6(patternPayload(3000)), gso: 700))
         var coalescer = TCPCoalescer(capacity: 4000)

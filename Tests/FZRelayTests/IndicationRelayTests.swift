@@ -20,55 +20,17 @@ import Glibc
 /// `Message.encode` would have produced.
 @Suite("Indications through a shard", .serialized)
 struct IndicationRelayTests {
-    /// Waits (bounded, no fixed sleep) for one datagram of up to 64 KiB.
-    static func receive(_ socket: UDPSocket, timeoutMs: Int32 = 3000) -> (bytes: [UInt8], from: SocketAddress)? {
-        var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&pfd, 1, timeoutMs) == 1 else { return nil }
-        var buf = [UInt8](repeating: 0, count: 65_536)
-        guard case .processed(let (n, from)) = try? buf.withUnsafeMutableBytes({ try socket.receive(into: $0) }) else { return nil }
-        return (Array(buf[0..<n]), from)
-    }
-
     static func payload(_ count: Int, seed: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ seed) } }
 
     @Test("Send indications reach the peer as their DATA, and the peer's answers come back as exact Data indications")
     func sendAndDataIndications() throws {
-        let port = try ShardHandoverTests.freePort()
-        let settings = try RelayCommand.parse([
-            "--listening-ip", "127.0.0.1", "--listening-port", "\(port)", "--threads", "1", "--user", "u:p",
-            "--realm", "r", "--allow-loopback-peers", "--min-port", "43000", "--max-port", "43999",
-        ]).settings()
-        let directory = ShardDirectory(shards: 1)
-        let metrics = RelayMetrics(registry: PrometheusCollectorRegistry(), shards: 1)
-        let shards = try RelayDaemon.makeShards(settings: settings, directory: directory, metrics: metrics, logger: Logger(label: "test"))
-        let shard = shards[0]
-        let thread = try shard.value.loop.start(name: "test-shard")
-        defer {
-            shard.value.loop.execute { shard.value.closeAll() }
-            shard.value.loop.stop()
-            thread.join()
-        }
-        let listen = SocketAddress(IPv4Address.loopback, port)
-        let client = try UDPSocket(bindingTo: SocketAddress(IPv4Address.loopback, 0), receiveBufferSize: 1 << 20)
-        let peer = try UDPSocket(bindingTo: SocketAddress(IPv4Address.loopback, 0), receiveBufferSize: 1 << 20)
-        defer {
-            client.close()
-            peer.close()
-        }
+        let lab = try SingleShard(relayPorts: 43000...43999)
+        defer { lab.close() }
+        let (shard, listen, client, peer) = (lab.shard, lab.listen, lab.client, lab.peer)
         func request(_ method: STUN.Method, _ attrs: [Attribute], nonce: String?) throws -> Message {
-            var all = attrs
-            var integrity: MessageIntegrity?
-            if let nonce {
-                all += [.username("u"), .realm("r"), .nonce(nonce)]
-                integrity = MessageIntegrity(key: LongTermCredentials.key(username: "u", realm: "r", password: "p"))
-            }
-            let m = Message(type: MessageType(method: method, messageClass: .request), transactionID: .random(), attributes: all)
-            _ = try m.encode(integrity: integrity).withUnsafeBytes { try client.send($0, to: listen) }
-            let r = try #require(Self.receive(client))
-            return try Message.decode(r.bytes)
+            try lab.request(method, attrs, nonce: nonce)
         }
-        let nonce = try #require(try request(.allocate, [.requestedTransport(17)], nonce: nil).nonce)
-        let relayed = try #require(try request(.allocate, [.requestedTransport(17)], nonce: nonce).xorRelayedAddresses.first)
+        let (nonce, relayed) = try lab.allocate()
         #expect(try request(.createPermission, [.xorPeerAddress(peer.localAddress)], nonce: nonce)
             .type.messageClass == .successResponse)
 
@@ -88,7 +50,7 @@ struct IndicationRelayTests {
             ]
             for bytes in variants {
                 _ = try bytes.withUnsafeBytes { try client.send($0, to: listen) }
-                let atPeer = try #require(Self.receive(peer))
+                let atPeer = try #require(receiveOne(peer))
                 #expect(atPeer.bytes == data, "\(length) bytes")
                 #expect(atPeer.from == relayed)
             }
@@ -100,7 +62,7 @@ struct IndicationRelayTests {
         _ = try corrupt.withUnsafeBytes { try client.send($0, to: listen) }
         let marker = Message(type: send, transactionID: .random(), attributes: [.xorPeerAddress(peer.localAddress), .data([2, 2])])
         _ = try marker.encode().withUnsafeBytes { try client.send($0, to: listen) }
-        #expect(Self.receive(peer)?.bytes == [2, 2])
+        #expect(receiveOne(peer)?.bytes == [2, 2])
 
         // Peer → client: every answer comes back as a Data indication from the peer, with a fresh ID.
         var ids = Set<TransactionID>()
@@ -108,7 +70,7 @@ struct IndicationRelayTests {
         for (k, length) in (lengths + [1900]).enumerated() {
             let data = Self.payload(length, seed: 100 + k)
             _ = try data.withUnsafeBytes { try peer.send($0, to: relayed) }
-            let back = try #require(Self.receive(client))
+            let back = try #require(receiveOne(client))
             #expect(back.from == listen)
             let m = try Message.decode(back.bytes)
             #expect(m.type == dataType)
@@ -124,7 +86,7 @@ struct IndicationRelayTests {
         // A datagram whose Data indication would not fit a send slot is dropped and counted.
         _ = try Self.payload(2100, seed: 1).withUnsafeBytes { try peer.send($0, to: relayed) }
         _ = try ([3, 3, 3] as [UInt8]).withUnsafeBytes { try peer.send($0, to: relayed) }
-        let after = try #require(Self.receive(client))
+        let after = try #require(receiveOne(client))
         #expect(try Message.decode(after.bytes).data == [3, 3, 3])
         let stats = Mutex<ServerStats?>(nil)
         shard.value.loop.execute { stats.withLock { $0 = shard.value.server.stats } }

@@ -43,42 +43,13 @@ struct OffloadTests {
 
     @Test("GSO bursts both ways: every datagram relayed, each with its own ChannelData header, and sent back segmented")
     func burstsBothWays() throws {
-        let port = try ShardHandoverTests.freePort()
-        let settings = try RelayCommand.parse([
-            "--listening-ip", "127.0.0.1", "--listening-port", "\(port)", "--threads", "1", "--user", "u:p",
-            "--realm", "r", "--allow-loopback-peers", "--min-port", "42000", "--max-port", "42999",
-        ]).settings()
-        let directory = ShardDirectory(shards: 1)
-        let metrics = RelayMetrics(registry: PrometheusCollectorRegistry(), shards: 1)
-        let shards = try RelayDaemon.makeShards(settings: settings, directory: directory, metrics: metrics, logger: Logger(label: "test"))
-        let shard = shards[0]
-        let thread = try shard.value.loop.start(name: "test-shard")
-        defer {
-            shard.value.loop.execute { shard.value.closeAll() }
-            shard.value.loop.stop()
-            thread.join()
-        }
-        let listen = SocketAddress(IPv4Address.loopback, port)
-        let client = try UDPSocket(bindingTo: SocketAddress(IPv4Address.loopback, 0), receiveBufferSize: 1 << 20)
-        let peer = try UDPSocket(bindingTo: SocketAddress(IPv4Address.loopback, 0), receiveBufferSize: 1 << 20)
-        defer {
-            client.close()
-            peer.close()
-        }
+        let lab = try SingleShard(relayPorts: 42000...42999)
+        defer { lab.close() }
+        let (shard, listen, client, peer) = (lab.shard, lab.listen, lab.client, lab.peer)
         func request(_ method: STUN.Method, _ attrs: [Attribute], nonce: String?) throws -> Message {
-            var all = attrs
-            var integrity: MessageIntegrity?
-            if let nonce {
-                all += [.username("u"), .realm("r"), .nonce(nonce)]
-                integrity = MessageIntegrity(key: LongTermCredentials.key(username: "u", realm: "r", password: "p"))
-            }
-            let m = Message(type: MessageType(method: method, messageClass: .request), transactionID: .random(), attributes: all)
-            _ = try m.encode(integrity: integrity).withUnsafeBytes { try client.send($0, to: listen) }
-            let r = try #require(Self.receive(client, count: 1).first)
-            return try Message.decode(r.bytes)
+            try lab.request(method, attrs, nonce: nonce)
         }
-        let nonce = try #require(try request(.allocate, [.requestedTransport(17)], nonce: nil).nonce)
-        let relayed = try #require(try request(.allocate, [.requestedTransport(17)], nonce: nonce).xorRelayedAddresses.first)
+        let (nonce, relayed) = try lab.allocate()
         #expect(try request(.channelBind, [.channelNumber(0x4002), .xorPeerAddress(peer.localAddress)], nonce: nonce)
             .type.messageClass == .successResponse)
 

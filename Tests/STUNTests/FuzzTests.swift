@@ -1,3 +1,4 @@
+import FZTestSupport
 import Testing
 
 @testable import STUN

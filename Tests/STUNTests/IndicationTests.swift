@@ -1,4 +1,5 @@
 import FZCore
+import FZTestSupport
 import Testing
 
 @testable import STUN

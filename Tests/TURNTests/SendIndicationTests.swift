@@ -1,4 +1,5 @@
 import FZCore
+import FZTestSupport
 import Testing
 
 @testable import STUN
@@ -31,19 +32,6 @@ func refreshingFingerprint(_ bytes: [UInt8]) -> [UInt8] {
 }
 
 func payload(_ count: Int, seed: Int = 0) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ seed) } }
-
-/// SplitMix64: reproducible mutations.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite("Send indications read in place (RFC 8656 §10.2)")
 struct SendIndicationTests {
@@ -229,7 +217,7 @@ struct SendIndicationTests {
     func mutations() {
         var h = Harness()
         _ = Self.permitted(&h)
-        var rng = SeededRandom(seed: 0x0016_2112)
+        var rng = SplitMix64(seed: 0x0016_2112)
         let seeds = Self.seeds
         let interesting: [UInt16] = [
             AttributeType.xorPeerAddress, AttributeType.data, AttributeType.dontFragment, AttributeType.fingerprint,

@@ -42,19 +42,6 @@ func ipv4Packet(_ payload: [UInt8]) -> [UInt8] {
 
 func ipv4Packet(size: Int, fill: UInt8 = 0xAB) -> [UInt8] { ipv4Packet([UInt8](repeating: fill, count: max(0, size - 20))) }
 
-/// Deterministic randomness for property tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A jitter source that replays a fixed sequence, so REKEY_TIMEOUT deadlines are exact.
 final class JitterSequence: Sendable {
     private let values: [Duration]
