@@ -1,11 +1,16 @@
 # syntax=docker/dockerfile:1
 # Release binaries on Swift's Debian image; a slim Debian runtime with only the shared libraries
-# they need. Later daemons (fz-gateway, fz-client, fz-portal) add their products to the same stages.
+# they need. The default target is the relay; `--target gateway` builds the gateway image.
 #
 #   docker build -t fz .
 #   docker run --rm --network host -e FZ_RELAY_REALM=example.org \
 #       -e FZ_RELAY_RELAY_IP=203.0.113.10 -e FZ_RELAY_LISTENING_IP=203.0.113.10 \
 #       -e FZ_RELAY_STATIC_AUTH_SECRET_FILE=/run/secrets/turn fz
+#
+#   docker build --target gateway -t fz-gateway .
+#   docker run --rm --network host --cap-add NET_ADMIN --device /dev/net/tun \
+#       -v /etc/fz/wg0.conf:/etc/fz/wg0.conf:ro fz-gateway --wg-config /etc/fz/wg0.conf --interface wg0
+#   (the file must be readable by uid 65532; the gateway runs as that user with CAP_NET_ADMIN only)
 
 FROM swift:6.3-bookworm AS build
 RUN apt-get update \
@@ -18,7 +23,9 @@ RUN swift package resolve
 COPY Sources ./Sources
 COPY Tests ./Tests
 RUN swift build -c release --product fz-relay --static-swift-stdlib \
- && install -D -m 0755 "$(swift build -c release --show-bin-path)/fz-relay" /out/usr/local/bin/fz-relay
+ && swift build -c release --product fz-gateway --static-swift-stdlib \
+ && install -D -m 0755 "$(swift build -c release --show-bin-path)/fz-relay" /out/usr/local/bin/fz-relay \
+ && install -D -m 0755 "$(swift build -c release --show-bin-path)/fz-gateway" /out/usr/local/bin/fz-gateway
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -26,6 +33,19 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --uid 65532 fz
 COPY --from=build /out/ /
+
+# The gateway: WireGuard over a TUN device. It needs CAP_NET_ADMIN, which a non-root user only
+# gets through a file capability (the container's bounding set must hold it: --cap-add NET_ADMIN).
+FROM runtime AS gateway
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libcap2-bin \
+ && setcap cap_net_admin=ep /usr/local/bin/fz-gateway \
+ && apt-get purge -y libcap2-bin && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/fz-gateway"]
+
+# The relay (default target).
+FROM runtime AS relay
 USER 65532:65532
 # STUN/TURN on 3478/udp; relayed addresses from the default range.
 EXPOSE 3478/udp 49152-65535/udp

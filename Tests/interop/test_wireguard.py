@@ -26,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import tempfile
@@ -110,6 +111,7 @@ class NotifyListener:
         self.path = str(directory / f"notify-{next(_counter)}.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
+        os.chmod(self.path, 0o666)  # an unprivileged fz-gateway must be able to send to it
         self.sock.setblocking(False)
         self.messages: list[str] = []
 
@@ -229,8 +231,9 @@ class Lab:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start_fz(self, endpoint: bool, keepalive: int | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen:
-        config = self.write_fz_config(endpoint, keepalive)
+    def start_fz(self, endpoint: bool, keepalive: int | None = None, extra: tuple[str, ...] = (),
+                 wrapper: tuple[str, ...] = (), config: Path | None = None) -> subprocess.Popen:
+        config = config or self.write_fz_config(endpoint, keepalive)
         if self.notify:
             self.notify.close()
         self.notify = NotifyListener(self.workdir)
@@ -238,8 +241,8 @@ class Lab:
         log = open(self.fz_log, "w")
         env = {**os.environ, "NOTIFY_SOCKET": self.notify.path}
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns_a, gateway_bin(), "--wg-config", str(config), "--interface", self.if_a,
-             "--log-level", "debug", *extra],
+            ["ip", "netns", "exec", self.ns_a, *wrapper, gateway_bin(), "--wg-config", str(config), "--interface",
+             self.if_a, "--log-level", "debug", *extra],
             stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         self.procs.append(proc)
@@ -493,6 +496,48 @@ def test_tcp_bytes_arrive_intact_with_offloads_turned_off(lab):
     counters = fz_counters(lab.fz_output())
     assert "offload=off" in lab.fz_output()
     assert counters["tso_read"] == 0 and counters["gso_written"] == 0, counters
+
+
+def test_fz_gateway_runs_as_an_unprivileged_user_with_only_cap_net_admin(lab):
+    # What systemd/fz-gateway@.service grants: a user without rights of its own, CAP_NET_ADMIN
+    # and nothing else (TUN device, rtnetlink, offloads), and a configuration only it can read.
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) missing")
+    lab.start_wireguard_go(endpoint=True)
+    private = Path(tempfile.mkdtemp(prefix="fzwg-nobody-"))
+    try:
+        os.chmod(private, 0o755)
+        os.chmod(lab.workdir, 0o711)  # the notify socket lives there: traversable, not listable
+        config = private / "wg.conf"
+        config.write_text(lab.write_fz_config(endpoint=True).read_text())
+        os.chown(config, 65534, 65534)
+        os.chmod(config, 0o600)
+        # systemd hosts make /dev/net/tun world-accessible (udev: MODE 0666); where it is root-only
+        # (as on this test machine), a 0666 copy of the node is bound over it in a mount
+        # namespace of fz-gateway's own, and the host's node is left alone.
+        tun = private / "tun"
+        os.mknod(tun, 0o666 | stat.S_IFCHR, os.makedev(10, 200))
+        os.chmod(tun, 0o666)
+        setpriv = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+net_admin",
+                   "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs")
+        wrapper = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   f'mount --bind "{tun}" /dev/net/tun && exec "$@"', "sh", *setpriv)
+        lab.start_fz(endpoint=True, wrapper=wrapper, config=config)
+        status = Path(f"/proc/{lab.fz.pid}/status")
+        # `ip netns exec`, unshare, sh and setpriv each exec the next: the PID ends up fz-gateway's.
+        wait_for(lambda: "fz-gateway" in Path(f"/proc/{lab.fz.pid}/cmdline").read_text(errors="replace"), 5,
+                 what="fz-gateway to replace setpriv")
+        fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        assert fields["Uid"].split()[0] == "65534", fields["Uid"]
+        assert int(fields["CapEff"], 16) == 1 << 12, fields["CapEff"]  # CAP_NET_ADMIN only
+        assert lab.ping(lab.ns_a, TUNNEL_B), lab.fz_output()
+        sent, received = lab.transfer(lab.ns_b, lab.ns_a, TUNNEL_A, 2 << 20)
+        assert sent == received
+        assert "offload=tso+gro" in lab.fz_output()
+        assert lab.stop_fz() == 0
+        assert not lab.link_exists(lab.ns_a, lab.if_a)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def test_restarted_fz_gateway_handshakes_again_and_traffic_resumes(lab):
