@@ -89,7 +89,9 @@ public final class DataPlane {
         }
         queueV4 = SendQueue(count: batch * 2, capacity: datagramCapacity, segmentation: offload)
         queueV6 = SendQueue(count: batch * 2, capacity: datagramCapacity, segmentation: offload)
-        tunReadBuffer = offload ? .allocate(byteCount: VirtioNetHeader.size + 65_535, alignment: 16) : nil
+        // Room for the largest GSO packet (64 KiB plus headers) and more: a read that fills the
+        // buffer may have been cut, and is dropped rather than segmented with fresh checksums.
+        tunReadBuffer = offload ? .allocate(byteCount: VirtioNetHeader.size + 65_536 + 1_024, alignment: 16) : nil
         coalescer = TCPCoalescer(capacity: 65_535)
         virtioHeader = .allocate(byteCount: VirtioNetHeader.size, alignment: 8)
         virtioHeader.initializeMemory(as: UInt8.self, repeating: 0)
@@ -187,7 +189,9 @@ public final class DataPlane {
                 logger.error("reading the TUN interface failed", metadata: ["error": "\(error)"])
                 break
             }
-            guard n > VirtioNetHeader.size, let header = VirtioNetHeader(UnsafeRawBufferPointer(rebasing: buffer[0..<VirtioNetHeader.size])) else {
+            guard n > VirtioNetHeader.size, n < buffer.count,
+                  let header = VirtioNetHeader(UnsafeRawBufferPointer(rebasing: buffer[0..<VirtioNetHeader.size]))
+            else {
                 counters.droppedMalformedOutgoing &+= 1
                 continue
             }

@@ -306,11 +306,13 @@ class Lab:
                 if reverse:
                     args.append("-R")
                 out = self.ns(self.ns_a, *args, check=False, timeout=IPERF_SECONDS + 30)
-                return out.returncode == 0 or "Connection refused" not in out.stdout
+                # The server may not listen yet; iperf3 3.12 then exits 0 with -J, the error in the JSON.
+                return "Connection refused" not in out.stdout
 
             wait_for(attempt, 10, interval=0.2, what="iperf3 server")
             assert out is not None and out.returncode == 0, f"iperf3 failed: {out.stdout[-2000:]} {out.stderr}"
             result = json.loads(out.stdout)
+            assert "sum_received" in result.get("end", {}), f"iperf3 gave no result: {out.stdout[-3000:]}"
             return result["end"]["sum_received"]["bits_per_second"] / 1e6
         finally:
             kill_process(server)
