@@ -56,6 +56,10 @@ public final class DataPlane {
     /// A virtio header to write in front of each TUN write.
     private let virtioHeader: UnsafeMutableRawBufferPointer
     private var isClosed = false
+    /// systemd's watchdog period (`WATCHDOG_USEC`), set before `attach`: the loop thread pings at
+    /// half of it, so a loop that hangs stops pinging and systemd restarts the gateway.
+    public var watchdogInterval: Duration?
+    private var nextWatchdog: Timestamp = .distantFuture
     /// Device counters when the current under-load episode began, for its log line.
     private var episodeStart: (at: Timestamp, cookies: UInt64, limited: UInt64, handshakes: UInt64)?
 
@@ -109,9 +113,10 @@ public final class DataPlane {
         try loop.register(fd: tun.fd) { [unowned self] _ in self.readTun() }
         if let s = socketV4 { try loop.register(fd: s.fd) { [unowned self] _ in self.readSocket(s) } }
         if let s = socketV6 { try loop.register(fd: s.fd) { [unowned self] _ in self.readSocket(s) } }
+        if let interval = watchdogInterval { nextWatchdog = MonotonicClock.now() + interval / 2 }
         loop.deadlineProvider = { [unowned self] in
             // While under load, also wake up when it ends, to log that and clear the flag.
-            min(self.device.nextDeadline, self.device.underLoad ? self.load.until : .distantFuture)
+            min(self.device.nextDeadline, self.device.underLoad ? self.load.until : .distantFuture, self.nextWatchdog)
         }
         loop.timeoutHandler = { [unowned self] now in self.handleTimers(now: now) }
         loop.afterIterationHandler = { [unowned self] in self.flush() }
@@ -428,6 +433,10 @@ public final class DataPlane {
     // MARK: timers
 
     func handleTimers(now: Timestamp) {
+        if now >= nextWatchdog, let interval = watchdogInterval {
+            SystemdNotifier.notify("WATCHDOG=1")
+            nextWatchdog = now + interval / 2
+        }
         if device.underLoad { updateLoadState(now: now) }
         for (peer, action) in device.handleTimeout(now: now) {
             switch action {

@@ -20,7 +20,8 @@ public struct GatewayCommand: ParsableCommand {
             ListenPort, Address, MTU; [Peer] PublicKey, PresharedKey, AllowedIPs, Endpoint, \
             PersistentKeepalive. It creates the TUN interface, assigns the addresses, adds a route for \
             each AllowedIPs prefix (except /0 prefixes, which need policy routing), and notifies systemd \
-            (READY=1) once traffic can flow. SIGTERM or SIGINT removes the interface and exits 0. \
+            (READY=1) once traffic can flow, and pings its watchdog (WATCHDOG=1 at half WatchdogSec) \
+            from the data-plane thread. SIGTERM or SIGINT removes the interface and exits 0. \
             Needs CAP_NET_ADMIN.
             """)
 
@@ -150,6 +151,7 @@ public enum StaticGateway {
         let loop = try EventLoop()
         let plane = DataPlane(device: device, allowedIPs: allowed, tun: tun, socketV4: socketV4, socketV6: socketV6,
                               mtu: mtu, logger: logger)
+        plane.watchdogInterval = SystemdNotifier.watchdogInterval
         try plane.attach(to: loop)
         let thread = try loop.start(name: "fz-gw-loop")
         logger.info("interface up", metadata: [

@@ -232,14 +232,15 @@ class Lab:
         return path
 
     def start_fz(self, endpoint: bool, keepalive: int | None = None, extra: tuple[str, ...] = (),
-                 wrapper: tuple[str, ...] = (), config: Path | None = None) -> subprocess.Popen:
+                 wrapper: tuple[str, ...] = (), config: Path | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
         config = config or self.write_fz_config(endpoint, keepalive)
         if self.notify:
             self.notify.close()
         self.notify = NotifyListener(self.workdir)
         self.fz_log = self.workdir / f"fz-{next(_counter)}.log"
         log = open(self.fz_log, "w")
-        env = {**os.environ, "NOTIFY_SOCKET": self.notify.path}
+        env = {**os.environ, **(env or {}), "NOTIFY_SOCKET": self.notify.path}
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns_a, *wrapper, gateway_bin(), "--wg-config", str(config), "--interface",
              self.if_a, "--log-level", "debug", *extra],
@@ -425,6 +426,17 @@ def test_ping_both_ways(lab):
     # Large packets (padding, MTU): 1392 bytes of ICMP payload fill a 1420-byte tunnel MTU.
     out = lab.ns(lab.ns_a, "ping", "-c", "3", "-s", "1392", "-M", "do", "-W", "2", TUNNEL_B, check=False)
     assert out.returncode == 0, out.stdout
+
+
+def test_fz_gateway_pings_the_systemd_watchdog_from_its_loop(lab):
+    # WATCHDOG_USEC as systemd sets it for WatchdogSec=0.4s: WATCHDOG=1 every 0.2 s.
+    lab.start_fz(endpoint=False, env={"WATCHDOG_USEC": "400000"})
+    started = time.monotonic()
+    wait_for(lambda: sum("WATCHDOG=1" in m for m in lab.notify.poll()) >= 5, 5, what="five WATCHDOG=1")
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.6, f"five pings in {elapsed:.2f}s: faster than every 0.2 s"
+    assert lab.stop_fz() == 0
+    assert any("STOPPING=1" in m for m in lab.notify.poll())
 
 
 def test_interface_is_configured_and_removed_on_sigterm(lab):
