@@ -43,6 +43,10 @@ UNDERLAY_B = "10.231.0.2"
 UNDERLAY_A_MOVED = "10.231.0.4"
 TUNNEL_A = "10.232.0.1"
 TUNNEL_B = "10.232.0.2"
+# IPv6 inside the tunnel only (unique local addresses on the test's own TUN interfaces): the
+# kernel's TCPv6 segmentation and GRO paths through fz-gateway's offloads.
+TUNNEL6_A = "fd7a:f2::1"
+TUNNEL6_B = "fd7a:f2::2"
 PORT_A = 51820
 PORT_B = 51821
 PORT_B_MOVED = 51822
@@ -215,13 +219,13 @@ class Lab:
             "[Interface]",
             f"PrivateKey = {self.priv_a}",
             f"ListenPort = {PORT_A}",
-            f"Address = {TUNNEL_A}/24",
+            f"Address = {TUNNEL_A}/24, {TUNNEL6_A}/64",
             "MTU = 1420",
             "",
             "[Peer]  # wireguard-go",
             f"PublicKey = {self.pub_b}",
             f"PresharedKey = {self.psk}",
-            f"AllowedIPs = {TUNNEL_B}/32",
+            f"AllowedIPs = {TUNNEL_B}/32, {TUNNEL6_B}/128",
         ]
         if endpoint:
             lines.append(f"Endpoint = {UNDERLAY_B}:{PORT_B}")
@@ -256,9 +260,9 @@ class Lab:
         """A second fz-gateway in B, in wireguard-go's place (same keys, addresses and port)."""
         config = self.workdir / "fz-b.conf"
         config.write_text("\n".join([
-            "[Interface]", f"PrivateKey = {self.priv_b}", f"ListenPort = {PORT_B}", f"Address = {TUNNEL_B}/24",
+            "[Interface]", f"PrivateKey = {self.priv_b}", f"ListenPort = {PORT_B}", f"Address = {TUNNEL_B}/24, {TUNNEL6_B}/64",
             "MTU = 1420", "[Peer]", f"PublicKey = {self.pub_a}", f"PresharedKey = {self.psk}",
-            f"AllowedIPs = {TUNNEL_A}/32", f"Endpoint = {UNDERLAY_A}:{PORT_A}"]) + "\n")
+            f"AllowedIPs = {TUNNEL_A}/32, {TUNNEL6_A}/128", f"Endpoint = {UNDERLAY_A}:{PORT_A}"]) + "\n")
         notify = NotifyListener(self.workdir)
         self.fz_b_log = self.workdir / f"fz-b-{next(_counter)}.log"
         with open(self.fz_b_log, "w") as log:
@@ -369,7 +373,7 @@ print(len(data), hashlib.sha256(data).hexdigest())
 """
 TRANSFER_RECEIVER = r"""
 import hashlib, socket, sys
-listener = socket.socket()
+listener = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 listener.bind((sys.argv[1], int(sys.argv[2])))
 listener.listen(1)
@@ -488,7 +492,8 @@ def test_tcp_bytes_arrive_intact_between_two_fz_gateways_with_offloads(lab):
     lab.start_fz(endpoint=True)
     lab.start_fz_in_b()
     assert lab.ping(lab.ns_a, TUNNEL_B), lab.fz_output()
-    for sender, receiver, address in ((lab.ns_a, lab.ns_b, TUNNEL_B), (lab.ns_b, lab.ns_a, TUNNEL_A)):
+    for sender, receiver, address in ((lab.ns_a, lab.ns_b, TUNNEL_B), (lab.ns_b, lab.ns_a, TUNNEL_A),
+                                      (lab.ns_a, lab.ns_b, TUNNEL6_B), (lab.ns_b, lab.ns_a, TUNNEL6_A)):
         sent, received = lab.transfer(sender, receiver, address, TRANSFER_BYTES)
         assert sent == received, f"to {address}: sent {sent}, received {received}"
     upload = lab.iperf(reverse=False, streams=4)
