@@ -1,9 +1,11 @@
 /// What the data plane did with packets outside the WireGuard core's own counters (which count
 /// protocol drops per peer and per device). Plain integers, touched only by the loop thread.
 public struct GatewayCounters: Sendable, Equatable {
-    /// Packets read from the TUN interface.
+    /// Reads from the TUN interface (with offloads one read may be a TSO segment of many packets:
+    /// see `tunSegmentsCut`).
     public var tunPacketsRead: UInt64 = 0
-    /// Decrypted packets written to the TUN interface.
+    /// Writes of decrypted packets to the TUN interface (with offloads one write may carry a
+    /// coalesced run: see `tunSuperPacketsWritten`).
     public var tunPacketsWritten: UInt64 = 0
     /// Outgoing packets whose destination is in no peer's AllowedIPs.
     public var droppedNoRoute: UInt64 = 0
