@@ -53,7 +53,9 @@ public final class EventLoop: @unchecked Sendable {
     private let wakeFD: Int32
     private let maxEvents: Int32 = 64
     private let events: UnsafeMutableRawPointer
-    private var registrations: [Int32: Registration] = [:]
+    /// Indexed by descriptor (the kernel hands out the lowest free number, so the array stays as
+    /// long as the highest descriptor registered): one array access per event, no hashing.
+    @exclusivity(unchecked) private var registrations: [Registration?] = []
     /// Tags each registration so an event queued for a descriptor that was unregistered (and whose
     /// number was reused) in the same iteration is not delivered to the new handler. 0 is the wakeup.
     private var nextGeneration: UInt32 = 1
@@ -119,14 +121,17 @@ public final class EventLoop: @unchecked Sendable {
             cfz_epoll_ctl(epollFD, CFZ_EPOLL_CTL_ADD, fd, mask, Self.token(fd: fd, generation: generation))
         }
         nextGeneration = generation == .max ? 1 : generation + 1
-        registrations[fd] = Registration(generation: generation, handler: handler)
+        if Int(fd) >= registrations.count {
+            registrations.append(contentsOf: repeatElement(nil, count: Int(fd) + 1 - registrations.count))
+        }
+        registrations[Int(fd)] = Registration(generation: generation, handler: handler)
     }
 
     /// Changes the readiness `fd` is watched for (e.g. add `writable` while a send queue is blocked).
     /// Throws ENOENT for a descriptor that is not registered.
     public func modify(fd: Int32, readable: Bool, writable: Bool) throws(SystemError) {
         precondition(isConfinedAccessAllowed, "EventLoop.modify called off the loop thread while running")
-        guard let registration = registrations[fd] else {
+        guard let registration = registration(fd) else {
             throw SystemError(errno: ENOENT, call: "epoll_ctl(MOD)")
         }
         let mask = Self.mask(readable: readable, writable: writable)
@@ -139,7 +144,8 @@ public final class EventLoop: @unchecked Sendable {
     /// collected in this iteration. Call before closing the descriptor. Unknown descriptors are ignored.
     public func unregister(fd: Int32) {
         precondition(isConfinedAccessAllowed, "EventLoop.unregister called off the loop thread while running")
-        guard registrations.removeValue(forKey: fd) != nil else { return }
+        guard registration(fd) != nil else { return }
+        registrations[Int(fd)] = nil
         let rc = cfz_epoll_ctl(epollFD, CFZ_EPOLL_CTL_DEL, fd, 0, 0)
         if rc < 0 {
             let code = Glibc.errno
@@ -261,8 +267,13 @@ public final class EventLoop: @unchecked Sendable {
             runQueuedWork()
             return
         }
-        guard let registration = registrations[fd], registration.generation == generation else { return }
+        guard let registration = registration(fd), registration.generation == generation else { return }
         registration.handler(EpollEvents(rawValue: mask))
+    }
+
+    @inline(__always)
+    private func registration(_ fd: Int32) -> Registration? {
+        fd >= 0 && Int(fd) < registrations.count ? registrations[Int(fd)] : nil
     }
 
     private func runQueuedWork() {
