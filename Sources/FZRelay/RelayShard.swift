@@ -42,6 +42,8 @@ final class RelayShard {
     // access) are turned off for these properties; the static checks stay.
     @exclusivity(unchecked) var server: TURNServer<RelaySockets>
     @exclusivity(unchecked) var listeners: [SocketAddress: Listener] = [:]
+    /// The listener when there is exactly one (the usual case): found by one comparison.
+    @exclusivity(unchecked) var soleListener: (address: SocketAddress, listener: Listener)?
     /// 64 KiB slots: with UDP GRO one read may hold a run of datagrams from one sender.
     let pool = ReceivePool(count: 64, capacity: 65_535, headroom: 64, coalescing: SocketOptions.supportsUDPGRO)
     /// Datagrams to peers, all from `peerQueueSocket` (flushed when the next one is from another).
@@ -92,6 +94,7 @@ final class RelayShard {
                 socket: socket, queue: SendQueue(count: 64, capacity: Self.listenerSlotCapacity, segmentation: true))
             listeners[address] = listener
         }
+        if listeners.count == 1, let (address, listener) = listeners.first { soleListener = (address, listener) }
         table.onPeerReadable = { [unowned self] socket in self.peerReadable(socket) }
         table.onWillClose = { [unowned self] socket in
             // Queued datagrams may still point at this socket: send them while it is open.
@@ -114,6 +117,12 @@ final class RelayShard {
         lastStatus = now
         loop.deadlineProvider = { [unowned self] in min(self.server.nextDeadline, self.nextHousekeeping) }
         loop.timeoutHandler = { [unowned self] now in self.timeout(now) }
+    }
+
+    @inline(__always)
+    func listener(at address: SocketAddress) -> Listener? {
+        if let sole = soleListener { return sole.address == address ? sole.listener : nil }
+        return listeners[address]
     }
 
     var listeningAddresses: [SocketAddress] { listeners.values.map(\.socket.localAddress) }
@@ -193,7 +202,7 @@ final class RelayShard {
         case .reply(let bytes):
             bytes.withUnsafeBytes { enqueue(listener, $0, to: source) }
         case .forward(let from, let to, let offset, let length, _):
-            guard let socket = table.sockets[from] else { return }
+            guard let socket = table.socket(at: from) else { return }
             enqueuePeer(socket, payload: UnsafeRawBufferPointer(rebasing: payload[offset..<offset + length]), to: to)
         }
     }
@@ -265,7 +274,7 @@ final class RelayShard {
         case .none:
             break
         case .channelData(let client, let listenerAddress, let channel):
-            guard let listener = listeners[listenerAddress] else { return }
+            guard let listener = listener(at: listenerAddress) else { return }
             let header: UnsafeRawBufferPointer
             let datagram: UnsafeRawBufferPointer
             if hasHeadroom {
@@ -286,7 +295,7 @@ final class RelayShard {
                 _ = listener.queue.enqueue(header: header, payload: datagram, to: client)
             }
         case .dataIndication(let client, let listenerAddress, let peer):
-            guard let listener = listeners[listenerAddress] else { return }
+            guard let listener = listener(at: listenerAddress) else { return }
             enqueueDataIndication(listener, payload: UnsafeRawBufferPointer(payload), from: peer, to: client)
         }
     }
@@ -427,7 +436,7 @@ final class RelayShard {
             loop.unregister(fd: socket.fd)
             socket.close()
         }
-        table.sockets.removeAll()
+        table.forgetAll()
         for l in listeners.values {
             loop.unregister(fd: l.socket.fd)
             l.socket.close()
@@ -446,6 +455,7 @@ final class RelayShard {
 final class RelaySocketTable {
     let loop: EventLoop
     @exclusivity(unchecked) var sockets: [SocketAddress: UDPSocket] = [:]
+    @exclusivity(unchecked) private var last: UDPSocket?
     var onPeerReadable: ((UDPSocket) -> Void)?
     var onWillClose: ((UDPSocket) -> Void)?
     var bindFailures: UInt64 = 0
@@ -467,8 +477,25 @@ final class RelaySocketTable {
         return true
     }
 
+    /// The relayed socket bound to `address`. The last one found is remembered: datagrams come
+    /// in trains (a client's burst, a video frame), and a comparison is cheaper than a hash.
+    @inline(__always)
+    func socket(at address: SocketAddress) -> UDPSocket? {
+        if let last, last.localAddress == address { return last }
+        guard let socket = sockets[address] else { return nil }
+        last = socket
+        return socket
+    }
+
+    /// Drops every socket from the table (the caller closed them).
+    func forgetAll() {
+        sockets.removeAll()
+        last = nil
+    }
+
     func close(_ address: SocketAddress) {
         guard let socket = sockets.removeValue(forKey: address) else { return }
+        if last === socket { last = nil }
         onWillClose?(socket)
         loop.unregister(fd: socket.fd)
         socket.close()

@@ -98,10 +98,14 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
     // MARK: Time
 
     /// When `handleTimeout` should next run: expiries are swept once a second while there is
-    /// anything that can expire.
+    /// anything that can expire. The getter is `mutating` although it changes nothing: a shell
+    /// asks once per event-loop iteration, and a plain getter on a server stored in a class
+    /// copies the whole server (a retain and release of each of its collections) to call it.
     public var nextDeadline: Timestamp {
-        if allocations.isEmpty && reservations.isEmpty { return .distantFuture }
-        return lastSweep + .seconds(1)
+        mutating get {
+            if allocations.isEmpty && reservations.isEmpty { return .distantFuture }
+            return lastSweep + .seconds(1)
+        }
     }
 
     public mutating func handleTimeout(now: Timestamp) {
