@@ -51,7 +51,7 @@ uclient_n=5000
 uclient_sizes=$sizes
 if [[ $quick == 1 ]]; then
     sizes=${FZ_BENCH_SIZES:-100}
-    uclient_sizes=100
+    uclient_sizes=$sizes
     idle=${FZ_BENCH_IDLE:-1000}
     search_args=(--search --search-start 20000 --search-factor 2 --step-duration 1 --warmup 0.3 --drain 0.5
         --search-precision 0.3 --search-steps 5)
@@ -253,7 +253,17 @@ done
 "${gen_cpu[@]}" turnutils_peer -L 127.0.0.1 -p "$uclient_peer_port" >/dev/null 2>&1 &
 pids+=($!)
 peer_pid=$!
+first_size=1
 for size in $uclient_sizes; do
+    # Fresh servers for each size: turnutils_uclient leaves its allocations behind, and a client
+    # of the next run that gets an earlier client's port (and so its 5-tuple) is refused
+    # ("channel bind: error 400" from coturn) and sends nothing.
+    if [[ $first_size == 0 ]]; then
+        for p in "$fz_pid" "$coturn_pid"; do stop_pid "$p"; forget_pid "$p"; done
+        start_fz_relay "$fz_port" 40000 49999 "$out/fz-relay-uclient-$size.log"; fz_pid=$started
+        start_coturn "$coturn_port" 50000 59999 "$out/coturn-uclient-$size.log"; coturn_pid=$started
+    fi
+    first_size=0
     for s in fz-relay coturn; do
         port=$fz_port pid=$fz_pid
         [[ $s == coturn ]] && port=$coturn_port pid=$coturn_pid
