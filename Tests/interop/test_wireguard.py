@@ -50,6 +50,9 @@ TUNNEL6_B = "fd7a:f2::2"
 PORT_A = 51820
 PORT_B = 51821
 PORT_B_MOVED = 51822
+# An IPv6 underlay (unique local addresses on the test's own veth pair): outer UDP over IPv6.
+UNDERLAY6_A = "fd7a:f1::1"
+UNDERLAY6_B = "fd7a:f1::2"
 UNDERLAY_FLOOD = "10.231.0.9"  # an extra address on wireguard-go's side: the flood's (forged) source
 IPERF_SECONDS = 10  # the issue asks for a 10 s run each way
 # A debug build of fz-gateway moves far less than a release build; this only catches a data plane
@@ -184,7 +187,12 @@ class Lab:
 
     # ------------------------------------------------------------------ wireguard-go (B)
 
-    def start_wireguard_go(self, endpoint: bool) -> None:
+    def add_ipv6_underlay(self) -> None:
+        """IPv6 addresses on the veth pair (no duplicate address detection: usable at once)."""
+        self.ns(self.ns_a, "ip", "addr", "add", f"{UNDERLAY6_A}/64", "dev", self.veth_a, "nodad")
+        self.ns(self.ns_b, "ip", "addr", "add", f"{UNDERLAY6_B}/64", "dev", self.veth_b, "nodad")
+
+    def start_wireguard_go(self, endpoint: bool, endpoint_address: str | None = None) -> None:
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns_b, "wireguard-go", "-f", self.if_b],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.procs.append(proc)
@@ -198,7 +206,7 @@ class Lab:
         args = ["wg", "set", self.if_b, "private-key", str(key_file), "listen-port", str(PORT_B),
                 "peer", self.pub_a, "preshared-key", str(psk_file), "allowed-ips", f"{TUNNEL_A}/32"]
         if endpoint:
-            args += ["endpoint", f"{UNDERLAY_A}:{PORT_A}"]
+            args += ["endpoint", endpoint_address or f"{UNDERLAY_A}:{PORT_A}"]
         self.ns(self.ns_b, *args)
         self.ns(self.ns_b, "ip", "addr", "add", f"{TUNNEL_B}/24", "dev", self.if_b)
         self.ns(self.ns_b, "ip", "link", "set", self.if_b, "up")
@@ -213,7 +221,8 @@ class Lab:
 
     # ------------------------------------------------------------------ fz-gateway (A)
 
-    def write_fz_config(self, endpoint: bool, keepalive: int | None = None) -> Path:
+    def write_fz_config(self, endpoint: bool, keepalive: int | None = None,
+                        endpoint_address: str | None = None) -> Path:
         lines = [
             "# fz-gateway static-peer test configuration",
             "[Interface]",
@@ -228,7 +237,7 @@ class Lab:
             f"AllowedIPs = {TUNNEL_B}/32, {TUNNEL6_B}/128",
         ]
         if endpoint:
-            lines.append(f"Endpoint = {UNDERLAY_B}:{PORT_B}")
+            lines.append(f"Endpoint = {endpoint_address or f'{UNDERLAY_B}:{PORT_B}'}")
         if keepalive:
             lines.append(f"PersistentKeepalive = {keepalive}")
         path = self.workdir / "fz.conf"
@@ -499,6 +508,26 @@ def test_tcp_bytes_arrive_intact_between_two_fz_gateways_with_offloads(lab):
     upload = lab.iperf(reverse=False, streams=4)
     print(f"\niperf3 TCP {IPERF_SECONDS}s, 4 streams, fz->fz: {upload:.0f} Mbit/s")
     assert upload > IPERF_MIN_MBITS
+    assert lab.stop_fz() == 0
+    counters = fz_counters(lab.fz_output())
+    assert counters["tso_read"] > 0 and counters["gso_written"] > 0, counters
+
+
+def test_ipv6_underlay_against_wireguard_go(lab):
+    # Outer UDP over IPv6 both ways: fz-gateway's IPv6 socket (with its GSO/GRO), endpoints
+    # written as [address]:port, and IPv4 and IPv6 traffic inside the tunnel.
+    lab.add_ipv6_underlay()
+    lab.start_wireguard_go(endpoint=True, endpoint_address=f"[{UNDERLAY6_A}]:{PORT_A}")
+    config = lab.write_fz_config(endpoint=True, endpoint_address=f"[{UNDERLAY6_B}]:{PORT_B}")
+    lab.start_fz(endpoint=True, config=config)
+    assert lab.ping(lab.ns_a, TUNNEL_B), lab.fz_output()
+    assert lab.ping(lab.ns_b, TUNNEL_A), lab.fz_output()
+    assert lab.wg_endpoint() == f"[{UNDERLAY6_A}]:{PORT_A}"
+    for sender, receiver, address in ((lab.ns_a, lab.ns_b, TUNNEL_B), (lab.ns_b, lab.ns_a, TUNNEL_A)):
+        sent, received = lab.transfer(sender, receiver, address, 8 << 20)
+        assert sent == received, f"to {address}: sent {sent}, received {received}"
+    # Neither side has an IPv4 endpoint, and wireguard-go still sees fz-gateway at its IPv6 one.
+    assert lab.wg_endpoint() == f"[{UNDERLAY6_A}]:{PORT_A}"
     assert lab.stop_fz() == 0
     counters = fz_counters(lab.fz_output())
     assert counters["tso_read"] > 0 and counters["gso_written"] > 0, counters
