@@ -255,9 +255,9 @@ pids+=($!)
 peer_pid=$!
 first_size=1
 for size in $uclient_sizes; do
-    # Fresh servers for each size: turnutils_uclient leaves its allocations behind, and a client
-    # of the next run that gets an earlier client's port (and so its 5-tuple) is refused
-    # ("channel bind: error 400" from coturn) and sends nothing.
+    # Fresh servers for each size: a client that gets an earlier client's port (and so its
+    # 5-tuple) meets whatever allocation that client left behind; coturn once refused a whole
+    # uclient run that way ("channel bind: error 400") and it sent nothing.
     if [[ $first_size == 0 ]]; then
         for p in "$fz_pid" "$coturn_pid"; do stop_pid "$p"; forget_pid "$p"; done
         start_fz_relay "$fz_port" 40000 49999 "$out/fz-relay-uclient-$size.log"; fz_pid=$started
