@@ -2,7 +2,8 @@
 # Relay benchmark (docs/performance.md): fz-relay, coturn's turnserver and the fz-forwarder floor,
 # measured side by side in ONE run on loopback (127.0.0.1 only), with fz-turnbench as the TURN
 # load generator, then coturn's turnutils_uclient as a second opinion, then memory and setup rate
-# with 10,000 idle allocations. Prints one table per part; JSON lines of every measurement are kept
+# with 10,000 idle allocations. Prints one table per part, then the targets judged from them (met,
+# not met, or not shown when the load generator was the limit); JSON lines of every measurement are kept
 # in $FZ_BENCH_OUT (default .build/bench/<date>).
 #
 # Environment (all optional):
@@ -345,7 +346,7 @@ for key in cases:
         user = median([r.get("user_us_per_relayed") for r in runs])
         spread = f" [{min(cpus):.2f}-{max(cpus):.2f}]" if len(cpus) > 1 else ""
         split = f" ({user:.2f} + {cpu - user:.2f})" if cpu is not None and user is not None else ""
-        row[s] = (lf, cpu)
+        row[s] = (lf, cpu, se and se["search"].get("limited_by"))
         others = [st.get("other_load_cores") for st in (se["search"]["steps"] if se else [])] + [r.get("other_load_cores") for r in runs]
         others = [o for o in others if o is not None]
         limited = se and se["search"].get("limited_by") or "n/a"
@@ -402,5 +403,37 @@ for s in ("fz-relay", "coturn"):
     print(f"| {s} | {num(i.get('bound'))} | {num(i.get('server_rss_kib_before'))} | {num(i.get('server_rss_kib_after'))} "
           f"| {num(i.get('kib_per_allocation'), 2)} | {num(i.get('allocations_per_s'))} | {num(i.get('binds_per_s'))} "
           f"| {num(i.get('server_cpu_us_per_allocation'), 1)} |")
+
+# The targets, judged from the figures above (the same run).
+def verdict(value, ok, bound=None):
+    if value is None:
+        return "n/a"
+    if ok(value):
+        return f"{value:.2f}: met"
+    return f"{value:.2f}: not shown ({bound}-bound)" if bound else f"{value:.2f}: not met"
+print()
+print("Against the targets (fz-relay vs the others in this run)")
+print()
+print("| target | " + " | ".join(f"{p} clients, {z} B" for p, z, _, _ in ratios) + " |")
+print("| --- |" + " ---: |" * len(ratios))
+def rat(a, b):
+    return a / b if a and b else None
+cells = []
+for p, z, _, row in ratios:
+    cells.append(verdict(rat(row["fz-relay"][1], row["coturn"][1]), lambda v: v <= 0.5))
+print("| CPU per relayed datagram ≤ 0.5 × coturn's | " + " | ".join(cells) + " |")
+cells = []
+for p, z, _, row in ratios:
+    # Below 2x with the load generator as the limit, fz-relay's rate is only a lower bound.
+    bound = "generator" if row["fz-relay"][2] == "generator" else None
+    cells.append(verdict(rat(row["fz-relay"][0], row["coturn"][0]), lambda v: v >= 2, bound))
+print("| loss-free rate ≥ 2 × coturn's | " + " | ".join(cells) + " |")
+cells = [verdict(rat(row["fz-relay"][1], row["floor"][1]), lambda v: v <= 1.3) for _, _, _, row in ratios]
+print("| CPU per relayed datagram ≤ 1.3 × the floor's | " + " | ".join(cells) + " |")
+i = (load("idle-fz-relay") or {}).get("idle") or {}
+kib, rate = i.get("kib_per_allocation"), i.get("allocations_per_s")
+print()
+print(f"Idle allocations: {num(kib, 2)} KiB each (target ≤ 4: {'met' if kib is not None and kib <= 4 else 'not met'}); "
+      f"{num(rate)} authenticated allocations/s (target ≥ 5,000: {'met' if rate is not None and rate >= 5000 else 'not met'}).")
 EOF
 say "JSON lines and logs: $out"
