@@ -457,7 +457,7 @@ public final class DataPlane {
     /// referenced in place, which requires a flush before the bytes are reused. False if dropped.
     @discardableResult
     private func send(_ bytes: UnsafeRawBufferPointer, peer: PeerID, copy: Bool) -> Bool {
-        guard let endpoint = device[peer].endpoint else {
+        guard let endpoint = device.endpoint(of: peer) else {
             counters.droppedNoEndpoint &+= 1
             return false
         }

@@ -75,6 +75,13 @@ public struct Device: Sendable {
         _modify { yield &peers[Int(id.slot)]! }
     }
 
+    /// The peer's current endpoint, read in place. (`self[id].endpoint` goes through the
+    /// subscript's getter, which copies the whole peer, retaining and releasing its sessions:
+    /// the data path asks once per packet.)
+    public func endpoint(of id: PeerID) -> SocketAddress? {
+        peers.withUnsafeBufferPointer { $0[Int(id.slot)]?.endpoint }
+    }
+
     /// The earliest deadline of any peer.
     public var nextDeadline: Timestamp {
         peers.reduce(Timestamp.distantFuture) { min($0, $1?.nextDeadline ?? .distantFuture) }

@@ -60,6 +60,7 @@ struct DeviceTests {
     @Test("an initiation finds its peer by the decrypted static key, the data after it by receiver index")
     func routing() throws {
         var h = DeviceHarness(clients: 3)
+        #expect(h.ids.allSatisfy { h.device.endpoint(of: $0) == nil })
         for i in [2, 0, 1] {
             let packet = ipv4Packet(size: 40, fill: UInt8(i))
             let outcomes = h.clientSends(i, packet)
@@ -68,6 +69,7 @@ struct DeviceTests {
             #expect(outcomes.last?.1 == .packet(16..<56))
             #expect(outcomes.last.map { Array($0.2[16..<56]) } == packet)
             #expect(h.device[h.ids[i]].endpoint == h.address(i))
+            #expect(h.device.endpoint(of: h.ids[i]) == h.address(i))
         }
         // And back: the device's peer encrypts, the right client decrypts.
         var buffer = [UInt8](repeating: 0, count: 2048)
