@@ -79,7 +79,10 @@ public struct Device: Sendable {
     /// subscript's getter, which copies the whole peer, retaining and releasing its sessions:
     /// the data path asks once per packet.)
     public func endpoint(of id: PeerID) -> SocketAddress? {
-        peers.withUnsafeBufferPointer { $0[Int(id.slot)]?.endpoint }
+        let slot = Int(id.slot)
+        // An unsafe buffer is not bounds-checked in release builds: check here.
+        guard slot < peers.count else { return nil }
+        return peers.withUnsafeBufferPointer { $0[slot]?.endpoint }
     }
 
     /// The earliest deadline of any peer.
