@@ -85,9 +85,18 @@ public struct Device: Sendable {
         return peers.withUnsafeBufferPointer { $0[slot]?.endpoint }
     }
 
-    /// The earliest deadline of any peer.
+    /// The earliest deadline of any peer. Asked once per event-loop iteration, so the slots are
+    /// read in place: iterating `peers` (or `reduce` over it) copies every peer, sessions and all.
+    /// Still a scan of every slot: for gateways with many peers, a kept minimum (lowered whenever
+    /// a peer changes, recomputed when a timer fires) is the next step.
     public var nextDeadline: Timestamp {
-        peers.reduce(Timestamp.distantFuture) { min($0, $1?.nextDeadline ?? .distantFuture) }
+        peers.withUnsafeBufferPointer { slots in
+            var earliest = Timestamp.distantFuture
+            for index in slots.indices {
+                if let deadline = slots[index]?.nextDeadline, deadline < earliest { earliest = deadline }
+            }
+            return earliest
+        }
     }
 
     /// Runs the timers of every peer that is due.
