@@ -28,6 +28,17 @@ struct OffloadCoalescerTests {
 
     func alone(_ packet: [UInt8]) -> Emitted { Emitted(header: .none, bytes: packet) }
 
+    /// Checks that `other`, arriving after the first two of the four segments `s`, ends their run
+    /// and passes through unchanged, and that the last two form a run of their own.
+    func expectPassesThrough(_ other: [UInt8], between s: [[UInt8]], sourceLocation: SourceLocation = #_sourceLocation) {
+        var coalescer = TCPCoalescer()
+        let out = coalesce([s[0], s[1], other, s[2], s[3]], with: &coalescer)
+        #expect(out.count == 3, sourceLocation: sourceLocation)
+        expectMerged(out.first, of: [s[0], s[1]], sourceLocation: sourceLocation)
+        #expect(out.count == 3 && out[1] == alone(other), sourceLocation: sourceLocation)
+        expectMerged(out.last, of: [s[2], s[3]], sourceLocation: sourceLocation)
+    }
+
     /// Checks that `e` is `segments` merged, and that cutting it again gives exactly them back.
     func expectMerged(_ e: Emitted?, of segments: [[UInt8]], sourceLocation: SourceLocation = #_sourceLocation) {
         guard let e, let first = segments.first else {
@@ -120,12 +131,7 @@ struct OffloadCoalescerTests {
     func notTCPInTheMiddle() throws {
         let s = try cut(TCPPacket(payload: patternPayload(4000)), gso: 1000)
         for other in [udpPacket(v6: false, payload: [1, 2, 3], checksumField: 0), [], [0x45], [0x60, 0, 0]] {
-            var coalescer = TCPCoalescer()
-            let out = coalesce([s[0], s[1], other, s[2], s[3]], with: &coalescer)
-            #expect(out.count == 3)
-            expectMerged(out.first, of: [s[0], s[1]])
-            #expect(out.count == 3 && out[1] == alone(other))
-            expectMerged(out.last, of: [s[2], s[3]])
+            expectPassesThrough(other, between: s)
         }
     }
 
@@ -308,12 +314,7 @@ struct OffloadCoalescerTests {
             others.append(p)
         }
         for other in others {
-            var coalescer = TCPCoalescer()
-            let out = coalesce([s[0], s[1], other, s[2], s[3]], with: &coalescer)
-            #expect(out.count == 3)
-            expectMerged(out.first, of: [s[0], s[1]])
-            #expect(out.count == 3 && out[1] == alone(other))
-            expectMerged(out.last, of: [s[2], s[3]])
+            expectPassesThrough(other, between: s)
         }
 
         // IPv6 with a hop-by-hop header (PadN) before TCP.
