@@ -41,29 +41,34 @@ let package = Package(
 
         // MARK: Pure protocol code (no syscalls beyond libc helpers, time is a parameter)
         .target(name: "FZCore", swiftSettings: strict),
+        // Crypto and encodings once: libsodium initialised in one place, base64/hex, SHA-256,
+        // HMAC (swift-crypto), the TURN REST credential function portal and relay share.
         .target(
-            name: "STUN",
-            dependencies: [
-                "FZCore", "CSodium", "CIDN",
-                .product(name: "Crypto", package: "swift-crypto"),
-            ],
-            swiftSettings: strict
-        ),
-        .target(
-            name: "TURN",
-            dependencies: ["FZCore", "STUN", "CSodium", .product(name: "Crypto", package: "swift-crypto")],
-            swiftSettings: strict
-        ),
-        .target(name: "WireGuard", dependencies: ["FZCore", "CSodium"], swiftSettings: strict),
+            name: "FZCrypto", dependencies: ["CSodium", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict),
+        .target(name: "STUN", dependencies: ["FZCore", "FZCrypto", "CIDN"], swiftSettings: strict),
+        .target(name: "TURN", dependencies: ["FZCore", "STUN", "FZCrypto"], swiftSettings: strict),
+        .target(name: "WireGuard", dependencies: ["FZCore", "FZCrypto", "CSodium"], swiftSettings: strict),
 
         // MARK: The Linux I/O layer: owns every syscall
         .target(name: "FZLinux", dependencies: ["FZCore", "CFZLinux", "CSystemd"], swiftSettings: strict),
 
         // MARK: Daemons (I/O shells) and thin executables
+        // What every daemon needs once: readiness, the watchdog, /metrics /healthz /readyz, logs.
+        .target(
+            name: "FZDaemon",
+            dependencies: [
+                "FZCore", "FZLinux",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "FZRelay",
             dependencies: [
-                "FZCore", "STUN", "TURN", "FZLinux",
+                "FZCore", "STUN", "TURN", "FZLinux", "FZDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -79,20 +84,22 @@ let package = Package(
         .target(
             name: "FZGateway",
             dependencies: [
-                "FZCore", "WireGuard", "FZLinux",
+                "FZCore", "WireGuard", "FZLinux", "FZDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
         .executableTarget(name: "fz-gateway", dependencies: ["FZGateway"], swiftSettings: strict),
 
         // The control plane: pure decisions in Portal, storage and HTTP/WebSocket in FZPortal.
-        .target(name: "Portal", dependencies: ["FZCore", "CSodium", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .target(name: "Portal", dependencies: ["FZCore", "FZCrypto"], swiftSettings: strict),
         .target(
             name: "FZPortal",
             dependencies: [
-                "FZCore", "Portal", "FZLinux",
+                "FZCore", "Portal", "FZLinux", "FZDaemon", "FZCrypto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -122,16 +129,18 @@ let package = Package(
         // MARK: Tests
         .target(name: "FZTestSupport", dependencies: ["FZCore"], path: "Tests/FZTestSupport", swiftSettings: strict),
         .testTarget(name: "FZCoreTests", dependencies: ["FZCore", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "FZCryptoTests", dependencies: ["FZCrypto"], swiftSettings: strict),
+        .testTarget(name: "FZDaemonTests", dependencies: ["FZDaemon", "FZCore", "FZTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "STUNTests", dependencies: ["STUN", "FZTestSupport"], resources: [.copy("Vectors")],
             swiftSettings: strict),
-        .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZCrypto", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "FZLinux", "FZTestSupport"], swiftSettings: strict),
-        .testTarget(name: "PortalTests", dependencies: ["Portal", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "PortalTests", dependencies: ["Portal", "FZCrypto", "FZTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "FZPortalTests",
             dependencies: [
-                "FZPortal", "Portal", "FZTestSupport",
+                "FZPortal", "Portal", "FZDaemon", "FZCrypto", "FZTestSupport",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

@@ -1,4 +1,5 @@
 import FZCore
+import FZDaemon
 import FZLinux
 import Logging
 import WireGuard
@@ -56,10 +57,12 @@ public final class DataPlane {
     /// A virtio header to write in front of each TUN write.
     private let virtioHeader: UnsafeMutableRawBufferPointer
     private var isClosed = false
-    /// systemd's watchdog period (`WATCHDOG_USEC`), set before `attach`: the loop thread pings at
-    /// half of it, so a loop that hangs stops pinging and systemd restarts the gateway.
-    public var watchdogInterval: Duration?
-    private var nextWatchdog: Timestamp = .distantFuture
+    /// systemd's watchdog, set before `attach`: the loop thread beats and pings it from its
+    /// housekeeping, so a loop that hangs stops the pings and systemd restarts the gateway.
+    public var watchdog: Watchdog?
+    /// Where housekeeping publishes the counters for `/metrics` (`--metrics-listen`), set before `attach`.
+    public var metrics: GatewayMetrics?
+    private var nextHousekeeping: Timestamp = .distantFuture
     /// Device counters when the current under-load episode began, for its log line.
     private var episodeStart: (at: Timestamp, cookies: UInt64, limited: UInt64, handshakes: UInt64)?
 
@@ -113,10 +116,13 @@ public final class DataPlane {
         try loop.register(fd: tun.fd) { [unowned self] _ in self.readTun() }
         if let s = socketV4 { try loop.register(fd: s.fd) { [unowned self] _ in self.readSocket(s) } }
         if let s = socketV6 { try loop.register(fd: s.fd) { [unowned self] _ in self.readSocket(s) } }
-        if let interval = watchdogInterval { nextWatchdog = MonotonicClock.now() + interval / 2 }
+        if watchdog?.interval != nil || metrics != nil {
+            nextHousekeeping = MonotonicClock.now() + (watchdog?.beatPeriod ?? .seconds(1))
+        }
+
         loop.deadlineProvider = { [unowned self] in
             // While under load, also wake up when it ends, to log that and clear the flag.
-            min(self.device.nextDeadline, self.device.underLoad ? self.load.until : .distantFuture, self.nextWatchdog)
+            min(self.device.nextDeadline, self.device.underLoad ? self.load.until : .distantFuture, self.nextHousekeeping)
         }
         loop.timeoutHandler = { [unowned self] now in self.handleTimers(now: now) }
         loop.afterIterationHandler = { [unowned self] in self.flush() }
@@ -433,10 +439,7 @@ public final class DataPlane {
     // MARK: timers
 
     func handleTimers(now: Timestamp) {
-        if now >= nextWatchdog, let interval = watchdogInterval {
-            SystemdNotifier.notify("WATCHDOG=1")
-            nextWatchdog = now + interval / 2
-        }
+        if now >= nextHousekeeping { housekeeping(now: now) }
         if device.underLoad { updateLoadState(now: now) }
         for (peer, action) in device.handleTimeout(now: now) {
             switch action {
@@ -449,6 +452,35 @@ public final class DataPlane {
             }
         }
         flush()
+    }
+
+    /// The watchdog's heartbeat and ping, and the metrics snapshot: once a second, or at a
+    /// quarter of the watchdog interval when that is shorter.
+    private func housekeeping(now: Timestamp) {
+        nextHousekeeping = now + (watchdog?.beatPeriod ?? .seconds(1))
+        if let watchdog {
+            watchdog.beat(loop: 0, now: now)
+            watchdog.pingIfDue(now: now)
+        }
+        if let metrics { metrics.publish(snapshot(now: now)) }
+    }
+
+    /// The counters as `/metrics` shows them (allocates: once a second, never per packet).
+    func snapshot(now: Timestamp) -> GatewaySnapshot {
+        var s = GatewaySnapshot()
+        s.counters = counters
+        s.udpSendDropped = UInt64(udpSendDropped)
+        s.deviceDropped = device.dropped
+        s.cookieRepliesSent = device.cookieRepliesSent
+        s.underLoad = device.underLoad
+        let wall = RealtimeClock.now()
+        let unixNow = Double(wall.seconds) + Double(wall.nanoseconds) / 1e9
+        for id in device.peerIDs {
+            let peer = device[id]
+            let last = peer.lastHandshake.map { unixNow - Double((now - $0).nanosecondsClamped) / 1e9 }
+            s.peers.append(.init(publicKey: peer.publicKey.base64, stats: peer.stats, lastHandshakeUnixSeconds: last))
+        }
+        return s
     }
 
     // MARK: sending

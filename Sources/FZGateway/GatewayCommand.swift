@@ -1,7 +1,9 @@
 import ArgumentParser
 import FZCore
+import FZDaemon
 import FZLinux
 import Logging
+import ServiceLifecycle
 import WireGuard
 
 #if canImport(Glibc)
@@ -34,6 +36,14 @@ public struct GatewayCommand: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(help: "Log format: text or json (one object per line).")
+    var logFormat: String = "text"
+
+    @Option(help: ArgumentHelp(
+        "Serve Prometheus /metrics (per-peer handshake and byte counters, drops, offloads), /healthz and /readyz on this address (off by default).",
+        valueName: "addr:port"))
+    var metricsListen: String?
+
     @Flag(inversion: .prefixedNo, help: """
         TUN offloads: TCP segmentation and checksum offload on the TUN interface (virtio header), \
         UDP GSO and GRO on the sockets. Nothing changes on the wire; falls back by itself where the \
@@ -51,9 +61,14 @@ public struct GatewayCommand: ParsableCommand {
             throw ValidationError("--interface must be 1-15 bytes without '/' or spaces")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format: '\(logFormat)' is not text or json") }
+        if let m = metricsListen, SocketAddress(m) == nil {
+            throw ValidationError("--metrics-listen: '\(m)' is not ADDR:PORT")
+        }
     }
 
     public func run() throws {
+        (LogFormat(rawValue: logFormat) ?? .text).bootstrap()
         var logger = Logger(label: "fz-gateway")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let path = wgConfig!
@@ -71,7 +86,8 @@ public struct GatewayCommand: ParsableCommand {
         }
         for warning in config.warnings { logger.warning("\(path): \(warning)") }
         do {
-            try StaticGateway.run(config: config, interfaceName: interface, offload: offload, logger: logger)
+            try StaticGateway.run(config: config, interfaceName: interface, offload: offload,
+                                  metricsListen: metricsListen.flatMap { SocketAddress($0) }, logger: logger)
         } catch {
             logger.critical("fz-gateway failed: \(error)")
             throw ExitCode.failure
@@ -98,7 +114,8 @@ public struct GatewayCommand: ParsableCommand {
 /// Builds the interface, sockets and data plane from a configuration, runs the loop on its own
 /// thread, and waits on the calling thread for SIGTERM/SIGINT.
 public enum StaticGateway {
-    public static func run(config: WireGuardConfiguration, interfaceName: String, offload: Bool = true, logger: Logger) throws {
+    public static func run(config: WireGuardConfiguration, interfaceName: String, offload: Bool = true,
+                           metricsListen: SocketAddress? = nil, logger: Logger) throws {
         // Before any thread exists, so every thread inherits the mask and only sigwait sees them.
         try TerminationSignals.block()
 
@@ -151,7 +168,14 @@ public enum StaticGateway {
         let loop = try EventLoop()
         let plane = DataPlane(device: device, allowedIPs: allowed, tun: tun, socketV4: socketV4, socketV6: socketV6,
                               mtu: mtu, logger: logger)
-        plane.watchdogInterval = SystemdNotifier.watchdogInterval
+        plane.watchdog = Watchdog(loops: 1)
+        let readiness = Readiness()
+        var endpoint: MetricsServer?
+        if let address = metricsListen {
+            let metrics = GatewayMetrics()
+            plane.metrics = metrics
+            endpoint = MetricsServer(address: address, readiness: readiness, metrics: metrics, logger: logger)
+        }
         try plane.attach(to: loop)
         let thread = try loop.start(name: "fz-gw-loop")
         logger.info("interface up", metadata: [
@@ -159,11 +183,14 @@ public enum StaticGateway {
             "public-key": "\(device.publicKey)", "peers": "\(config.peers.count)", "mtu": "\(mtu)",
             "offload": "\(tun.hasVirtioHeader ? "tso+gro" : "off")",
         ])
+        readiness.set(true)
         SystemdNotifier.notify("READY=1\nSTATUS=\(tun.name) up, \(config.peers.count) peer(s), port \(socketV4.localAddress.port)")
 
         let signal = try TerminationSignals.wait()
         logger.info("signal \(signal): stopping")
+        readiness.set(false)
         SystemdNotifier.notify("STOPPING=1")
+        endpoint?.stop()
         loop.stop()
         thread.join()
         let summary = Self.summary(plane)
@@ -185,6 +212,29 @@ public enum StaticGateway {
                          + "handshakes=\(s.handshakesCompleted) dropped=\(s.dropped.total)")
         }
         return parts.joined(separator: " ")
+    }
+}
+
+/// `--metrics-listen`: the HTTP endpoint runs on the Swift concurrency pool (the control plane),
+/// never on the data-plane thread, which only publishes a snapshot once a second.
+final class MetricsServer: Sendable {
+    private let group: ServiceGroup
+    private let task: Task<Void, Never>
+
+    init(address: SocketAddress, readiness: Readiness, metrics: GatewayMetrics, logger: Logger) {
+        let service = DaemonEndpoints.service(address: address, readiness: readiness, logger: logger) { metrics.render() }
+        // Termination signals are handled by the main thread (sigwait); the group only runs the server.
+        let group = ServiceGroup(services: [service], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
+        self.group = group
+        task = Task.detached {
+            do { try await group.run() } catch { logger.error("metrics endpoint failed: \(error)") }
+        }
+    }
+
+    /// Stops the server (asynchronously: the process exits soon after anyway).
+    func stop() {
+        let group = self.group
+        Task { await group.triggerGracefulShutdown() }
     }
 }
 

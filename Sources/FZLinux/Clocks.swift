@@ -15,18 +15,6 @@ public enum MonotonicClock {
     }
 }
 
-/// CLOCK_REALTIME, for values that cross machines: TURN REST usernames carry a unix expiry time
-/// (`<unix-expiry>:<id>`). Never use it for timeouts; it can jump.
-public enum WallClock {
-    /// Seconds since the unix epoch (0 if the clock is set before 1970).
-    public static func unixSeconds() -> UInt64 {
-        var ts = timespec()
-        let rc = clock_gettime(CLOCK_REALTIME, &ts)
-        precondition(rc == 0, "clock_gettime(CLOCK_REALTIME) failed")
-        return ts.tv_sec < 0 ? 0 : UInt64(ts.tv_sec)
-    }
-}
-
 /// Facts about the machine the daemon runs on.
 public enum SystemInfo {
     /// Processors online now (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1.

@@ -2,10 +2,16 @@
 import Glibc
 #endif
 
-/// CLOCK_REALTIME with nanoseconds, for WireGuard's TAI64N handshake timestamps: a restarted
-/// daemon must send a timestamp greater than its previous run's (whitepaper §5.1), which a
-/// whole-second reading cannot promise for a restart within the same second.
+/// CLOCK_REALTIME, for values that cross machines: TURN REST usernames carry a unix expiry time
+/// (`<unix-expiry>:<id>`), WireGuard handshakes a TAI64N timestamp. Never use it for timeouts; it
+/// can jump (`MonotonicClock` is for those).
 public enum RealtimeClock {
+    /// Seconds since the unix epoch (0 if the clock is set before 1970).
+    public static func unixSeconds() -> UInt64 { now().seconds }
+
+    /// With nanoseconds, for WireGuard's TAI64N handshake timestamps: a restarted daemon must send
+    /// a timestamp greater than its previous run's (whitepaper §5.1), which a whole-second
+    /// reading cannot promise for a restart within the same second.
     public static func now() -> (seconds: UInt64, nanoseconds: UInt32) {
         var ts = timespec()
         let rc = clock_gettime(CLOCK_REALTIME, &ts)

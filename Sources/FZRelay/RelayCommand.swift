@@ -2,6 +2,7 @@ import ArgumentParser
 import FZCore
 import Logging
 import TURN
+import FZDaemon
 
 /// `fz-relay`: a standalone STUN/TURN server. Flag names follow coturn's `turnserver` where it
 /// has one; every flag can also come from `FZ_RELAY_<FLAG>` in the environment (see
@@ -98,7 +99,8 @@ public struct RelayCommand: AsyncParsableCommand {
         // Validated here rather than in validate(): ArgumentParser validates before it reports
         // unknown options, and a typo should be named as such.
         let s = try settings()
-        LoggingSystem.bootstrap(s.logFormat == .json ? JSONLogHandler.init : { TextLogHandler(label: $0) })
+        s.logFormat.bootstrap()
+
         var logger = Logger(label: "fz-relay")
         logger.logLevel = s.logLevel
         try await RelayDaemon(settings: s, logger: logger).run()

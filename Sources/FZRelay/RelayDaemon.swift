@@ -1,6 +1,6 @@
 import FZCore
+import FZDaemon
 import FZLinux
-import Hummingbird
 import Logging
 import Metrics
 import Prometheus
@@ -21,9 +21,10 @@ struct RelayDaemon {
         let metrics = RelayMetrics(registry: registry, shards: settings.threads)
         let health = HealthState(shards: settings.threads)
         let directory = ShardDirectory(shards: settings.threads)
+        let watchdog = Watchdog(loops: settings.threads)
         let shards: [LoopConfined<RelayShard>]
         do {
-            shards = try Self.makeShards(settings: settings, directory: directory, metrics: metrics, logger: logger)
+            shards = try Self.makeShards(settings: settings, directory: directory, metrics: metrics, watchdog: watchdog, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitError(message: "fz-relay: cannot start: \(error)")
@@ -51,7 +52,7 @@ struct RelayDaemon {
             ReloadService(settings: settings, shards: shards, logger: logger),
         ]
         if let address = settings.metricsListen {
-            services.append(MetricsEndpoint.application(address: address, metrics: metrics, health: health, logger: logger))
+            services.append(DaemonEndpoints.service(address: address, readiness: health.readiness, logger: logger) { metrics.render() })
         }
         let group = ServiceGroup(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
@@ -61,9 +62,22 @@ struct RelayDaemon {
 
 extension RelayDaemon {
     /// Binds every shard's sockets and registers them with its (not yet running) loop.
-    static func makeShards(settings: RelaySettings, directory: ShardDirectory, metrics: RelayMetrics, logger: Logger)
+    static func makeShards(settings: RelaySettings, directory: ShardDirectory, metrics: RelayMetrics, watchdog: Watchdog? = nil,
+                           logger: Logger)
         throws(SystemError) -> [LoopConfined<RelayShard>]
     {
+        // SO_REUSEPORT (several shards on one port) would also let a second relay process of the
+        // same user bind the same address, and the kernel would silently split clients between
+        // the two. A bind without it fails while anyone serves the address, so probe first.
+        if settings.threads > 1 {
+            for address in settings.listeners {
+                do {
+                    try UDPSocket(bindingTo: address).close()
+                } catch {
+                    throw SystemError(errno: error.errno, call: "bind(\(address)): already served by another process?")
+                }
+            }
+        }
         // One nonce secret for all shards: a nonce issued by one is valid at the others.
         let nonceSecret = NonceIssuer.randomSecret()
         var shards: [LoopConfined<RelayShard>] = []
@@ -73,7 +87,7 @@ extension RelayDaemon {
                 index: i, settings: settings, directory: directory, nonceSecret: nonceSecret, loop: loop,
                 logger: logger, metrics: metrics)
             try shard.register()
-            shard.watchdogInterval = SystemdNotifier.watchdogInterval
+            shard.watchdog = watchdog
             shards.append(LoopConfined(shard))
         }
         for s in shards { s.value.shards = shards }
@@ -94,9 +108,9 @@ final class LoopConfined<T>: @unchecked Sendable {
     init(_ value: T) { self.value = value }
 }
 
-/// What /healthz and /readyz report.
+/// Readiness once every shard runs (what /readyz reports).
 final class HealthState: Sendable {
-    let ready = Atomic<Bool>(false)
+    let readiness = Readiness()
     private let waiting: Atomic<Int>
 
     init(shards: Int) { waiting = Atomic(shards) }
@@ -105,7 +119,7 @@ final class HealthState: Sendable {
     func shardStarted() -> Bool {
         let (_, after) = waiting.subtract(1, ordering: .acquiringAndReleasing)
         guard after == 0 else { return false }
-        ready.store(true, ordering: .releasing)
+        readiness.set(true)
         return true
     }
 }
@@ -120,7 +134,7 @@ struct LoopService: Service, CustomStringConvertible {
 
     func run() async throws {
         try? await gracefulShutdown()
-        health.ready.store(false, ordering: .releasing)
+        health.readiness.set(false)
         SystemdNotifier.notify("STOPPING=1\nSTATUS=stopping")
         logger.notice("fz-relay stopping")
         for s in shards {
@@ -157,23 +171,5 @@ struct ReloadService: Service, CustomStringConvertible {
                 }
             }
         }
-    }
-}
-
-enum MetricsEndpoint {
-    static func application(address: SocketAddress, metrics: RelayMetrics, health: HealthState, logger: Logger)
-        -> some Service
-    {
-        let router = Router()
-        router.get("/metrics") { _, _ -> String in metrics.render() }
-        router.get("/healthz") { _, _ -> String in "ok\n" }
-        router.get("/readyz") { _, _ -> String in
-            guard health.ready.load(ordering: .acquiring) else { throw HTTPError(.serviceUnavailable, message: "not ready") }
-            return "ready\n"
-        }
-        return Application(
-            router: router,
-            configuration: ApplicationConfiguration(address: .hostname(address.ip.description, port: Int(address.port))),
-            logger: logger)
     }
 }

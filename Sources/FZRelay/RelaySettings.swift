@@ -1,5 +1,6 @@
 import ArgumentParser
 import FZCore
+import FZDaemon
 import FZLinux
 import Logging
 import TURN
@@ -11,7 +12,7 @@ import Glibc
 /// The relay's validated configuration. Built from flags (and environment), and in part rebuilt
 /// from `--config` on SIGHUP.
 struct RelaySettings: Sendable {
-    enum LogFormat: String, Sendable { case text, json }
+
 
     var listeners: [SocketAddress]
     var relayAddresses: [RelayAddress]

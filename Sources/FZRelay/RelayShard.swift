@@ -3,6 +3,7 @@ import FZLinux
 import Logging
 import STUN
 import TURN
+import FZDaemon
 
 /// One event-loop thread of the relay (a shard): owns its sockets, feeds datagrams to its own
 /// TURN state machine and carries out what it answers. Everything here runs on the shard's loop
@@ -59,8 +60,8 @@ final class RelayShard {
     var logger: Logger
     let metrics: RelayMetrics
     var nextHousekeeping: Timestamp = .zero
-    var watchdogInterval: Duration?
-    var lastWatchdog: Timestamp = .zero
+    /// Fed by every shard's housekeeping; shard 0 sends the pings (FZDaemon.Watchdog).
+    var watchdog: Watchdog?
     var lastStatus: Timestamp = .zero
     @exclusivity(unchecked) var sendDropped: UInt64 = 0
     @exclusivity(unchecked) var truncatedDropped: UInt64 = 0
@@ -85,10 +86,16 @@ final class RelayShard {
             config: config, credentials: settings.credentials(settings.reloadable),
             peerPolicy: settings.peerPolicy(settings.reloadable),
             sockets: RelaySockets(table: table, directory: directory, shard: index), nonceSecret: nonceSecret)
-        server.unixSecondsAtZero = Int64(WallClock.unixSeconds()) - Int64(MonotonicClock.now().seconds)
+        server.unixSecondsAtZero = Int64(RealtimeClock.unixSeconds()) - Int64(MonotonicClock.now().seconds)
         for address in settings.listeners {
-            let socket = try UDPSocket(
-                bindingTo: address, reusePort: settings.threads > 1, receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
+            let socket: UDPSocket
+            do {
+                socket = try UDPSocket(
+                    bindingTo: address, reusePort: settings.threads > 1, receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
+            } catch {
+                throw SystemError(errno: error.errno, call: "\(error.call) \(address)")  // name the address
+            }
+
             if SocketOptions.supportsUDPGRO { try SocketOptions.setUDPGRO(socket, enabled: true) }
             let listener = Listener(
                 socket: socket, queue: SendQueue(count: 64, capacity: Self.listenerSlotCapacity, segmentation: true))
@@ -397,22 +404,15 @@ final class RelayShard {
     /// Once a second: wall-clock offset for REST expiries, metrics, heartbeat; shard 0 also
     /// pings the watchdog (only while every shard's heartbeat is fresh) and updates STATUS=.
     func housekeeping(_ now: Timestamp) {
-        // Once a second, or at half the watchdog interval when that is shorter (shard 0 pings).
-        var period = Duration.seconds(1)
-        if index == 0, let interval = watchdogInterval { period = min(period, interval / 2) }
-        nextHousekeeping = now + period
-        server.unixSecondsAtZero = Int64(WallClock.unixSeconds()) - Int64(now.seconds)
+        // Once a second, or more often when the watchdog's interval asks for it.
+        nextHousekeeping = now + (watchdog?.beatPeriod ?? .seconds(1))
+        server.unixSecondsAtZero = Int64(RealtimeClock.unixSeconds()) - Int64(now.seconds)
         metrics.publish(shard: index, server.stats, allocations: server.allocationCount, relaySockets: table.sockets.count,
                         sendDropped: sendDropped, truncated: truncatedDropped, handedOver: handedOver,
                         groDatagrams: coalescedDatagrams, gsoDatagrams: segmentedSent)
-        directory.heartbeat(shard: index, now: now)
+        watchdog?.beat(loop: index, now: now)
         guard index == 0 else { return }
-        if let interval = watchdogInterval, now - lastWatchdog >= interval / 2 - .milliseconds(5),
-            directory.allHeartbeatsFresh(now: now, within: max(interval, .seconds(3)))
-        {
-            SystemdNotifier.notify("WATCHDOG=1")
-            lastWatchdog = now
-        }
+        watchdog?.pingIfDue(now: now)
         if now - lastStatus >= .seconds(10) {
             SystemdNotifier.notify("STATUS=relaying: \(directory.totalAllocations) allocations on \(directory.shardCount) threads")
             lastStatus = now

@@ -3,14 +3,13 @@ import Synchronization
 import TURN
 
 /// What the relay's shards share: which shard owns each allocation's 5-tuple, allocation counts
-/// for quotas across shards, and heartbeats for the watchdog. Consulted on the control path
+/// for quotas across shards. Consulted on the control path
 /// (Allocate, deletion) and for datagrams a shard does not hold an allocation for; never on a
 /// shard's hot path.
 final class ShardDirectory: Sendable {
     private struct State: Sendable {
         var owners: [FiveTuple: Int] = [:]
         var perUser: [String: Int] = [:]
-        var heartbeats: [Timestamp]
     }
 
     private let state: Mutex<State>
@@ -18,7 +17,7 @@ final class ShardDirectory: Sendable {
 
     init(shards: Int) {
         shardCount = shards
-        state = Mutex(State(heartbeats: Array(repeating: .zero, count: shards)))
+        state = Mutex(State())
     }
 
     /// Records a new allocation for `shard` if the quotas allow it (0 = unlimited).
@@ -44,12 +43,4 @@ final class ShardDirectory: Sendable {
     func owner(of tuple: FiveTuple) -> Int? { state.withLock { $0.owners[tuple] } }
 
     var totalAllocations: Int { state.withLock { $0.owners.count } }
-
-    func heartbeat(shard: Int, now: Timestamp) { state.withLock { $0.heartbeats[shard] = now } }
-
-    /// True when every shard has run its housekeeping within `within` of `now`: a stuck loop
-    /// stops the watchdog pings, and systemd restarts the relay.
-    func allHeartbeatsFresh(now: Timestamp, within: Duration) -> Bool {
-        state.withLock { s in s.heartbeats.allSatisfy { now - $0 <= within } }
-    }
 }

@@ -1,3 +1,5 @@
+import FZCrypto
+
 /// A typed identifier: `ID<Site>` and `ID<Resource>` cannot be mixed up, yet both are plain
 /// strings on the wire and in storage (`site_3f9c…`).
 public struct ID<Entity>: Hashable, Sendable, Comparable, Codable, CustomStringConvertible {

@@ -1,4 +1,4 @@
-import Crypto
+import FZCrypto
 
 /// TURN REST credentials (draft-uberti-behave-turn-rest, as coturn, eturnal and fz-relay accept
 /// them): username `<unix-expiry>:<client id>`, password `base64(HMAC-SHA1(secret, username))`.
@@ -23,12 +23,8 @@ public enum RelayCredentials {
     ) -> RelayCredential {
         var expiry = now + lifetime
         if let end = sessionExpiresAt, end < expiry { expiry = end }
-        let username = "\(expiry.seconds):\(clientID)"
-        return RelayCredential(username: username, password: password(secret: secret, username: username), expiresAt: expiry)
+        let (username, password) = TURNRESTCredentials.mint(secret: secret, name: clientID, expiry: expiry.seconds)
+        return RelayCredential(username: username, password: password, expiresAt: expiry)
     }
 
-    public static func password(secret: String, username: String) -> String {
-        let mac = HMAC<Insecure.SHA1>.authenticationCode(for: Array(username.utf8), using: SymmetricKey(data: Array(secret.utf8)))
-        return Base64.encode(Array(mac))
-    }
 }

@@ -1,3 +1,5 @@
+import FZCrypto
+
 /// What a token lets its holder do.
 public enum TokenScope: String, Hashable, Sendable, Codable, CaseIterable {
     /// The admin REST API.

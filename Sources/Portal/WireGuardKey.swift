@@ -1,3 +1,5 @@
+import FZCrypto
+
 /// A Curve25519 public key in WireGuard's base64 form (44 characters, 32 bytes).
 public struct WireGuardKey: Hashable, Sendable, Codable, CustomStringConvertible {
     public let base64: String

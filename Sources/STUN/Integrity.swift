@@ -1,4 +1,4 @@
-import Crypto
+import FZCrypto
 
 /// The HMAC behind a message-integrity attribute.
 public enum IntegrityAlgorithm: Hashable, Sendable {
@@ -52,15 +52,10 @@ enum HMACComputer {
                     body: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) {
         switch algorithm {
         case .sha1:
-            var hmac = HMAC<Insecure.SHA1>(key: SymmetricKey(data: key))
-            hmac.update(data: header)
-            hmac.update(data: body)
-            let code = hmac.finalize()
-            code.withUnsafeBytes { src in
-                UnsafeMutableRawBufferPointer(start: out, count: src.count).copyMemory(from: src)
-            }
+            HMACSHA1.mac(key: key, header, body, into: out)
+
         case .sha256:
-            Sodium.hmacSHA256(key: key, header, body, into: out)
+            HMACSHA256.mac(key: key, header, body, into: out)
         }
     }
 }
@@ -95,7 +90,8 @@ extension Message {
                 HMACComputer.mac(algorithm, key: key,
                                  header: UnsafeRawBufferPointer(start: base, count: Message.headerSize),
                                  body: p.slice(Message.headerSize, offset - Message.headerSize), into: out)
-                return Sodium.equal(out, src + offset + 4, count: length)
+                return ConstantTime.equal(
+                    UnsafeRawBufferPointer(start: out, count: length), UnsafeRawBufferPointer(start: src + offset + 4, count: length))
             }
         }
         return valid ? .valid(algorithm) : .invalid

@@ -1,4 +1,4 @@
-import Crypto
+import FZCrypto
 
 /// Long-term credential helpers (RFC 8489 §9.2).
 public enum LongTermCredentials {
@@ -12,9 +12,10 @@ public enum LongTermCredentials {
         let prepared = SASLprep.prepare(password) ?? password
         let input = Array("\(username):\(realm):\(prepared)".utf8)
         if algorithm.id == PasswordAlgorithm.sha256.id {
-            return Sodium.sha256(input)
+            return SHA256Digest.hash(input)
         }
-        return Array(Insecure.MD5.hash(data: input))
+        return MD5Digest.hash(input)
+
     }
 
     /// USERHASH (RFC 8489 §14.4): SHA-256 of `OpaqueString(username) ":" OpaqueString(realm)`,
@@ -22,6 +23,6 @@ public enum LongTermCredentials {
     public static func userhash(username: String, realm: String) -> [UInt8] {
         let u = SASLprep.prepare(username) ?? username
         let r = SASLprep.prepare(realm) ?? realm
-        return Sodium.sha256(Array("\(u):\(r)".utf8))
+        return SHA256Digest.hash(Array("\(u):\(r)".utf8))
     }
 }

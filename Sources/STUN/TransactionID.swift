@@ -1,3 +1,5 @@
+import FZCrypto
+
 /// The 96-bit transaction ID of RFC 8489 §5, held as two integers so the value needs no heap
 /// storage and hashes cheaply (the relay keys retransmission caches by it).
 public struct TransactionID: Hashable, Sendable, CustomStringConvertible {
@@ -47,7 +49,7 @@ public struct TransactionID: Hashable, Sendable, CustomStringConvertible {
     /// off-path attackers cannot forge responses.
     public static func random() -> TransactionID {
         var raw: (UInt64, UInt32) = (0, 0)
-        withUnsafeMutableBytes(of: &raw) { Sodium.randomBytes(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<12])) }
+        withUnsafeMutableBytes(of: &raw) { SecureRandom.fill(UnsafeMutableRawBufferPointer(rebasing: $0[0..<12])) }
         // The bytes are uniformly random whichever order they are read in.
         return TransactionID(high: raw.0, low: raw.1)
     }
@@ -88,7 +90,8 @@ public final class TransactionIDPool {
     /// A fresh random transaction ID.
     public func take() -> TransactionID {
         if next + 12 > block.count {
-            Sodium.randomBytes(into: block)
+            SecureRandom.fill(block)
+
             next = 0
         }
         let id = TransactionID(reading: UnsafeRawBufferPointer(block), at: next)

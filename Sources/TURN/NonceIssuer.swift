@@ -1,5 +1,5 @@
-import CSodium
 import FZCore
+import FZCrypto
 
 /// Stateless nonces (RFC 8489 §9.2): a nonce carries its own expiry and a MAC over the expiry
 /// and the client's transport address, so the server keeps no state before a client has
@@ -24,15 +24,12 @@ public struct NonceIssuer: Sendable {
 
     /// 32 random bytes from libsodium: a secret several servers can share.
     public static func randomSecret() -> [UInt8] {
-        _ = sodiumReady
-        var s = [UInt8](repeating: 0, count: 32)
-        randombytes_buf(&s, 32)
-        return s
+        SecureRandom.bytes(32)
     }
 
     public func issue(for client: SocketAddress, now: Timestamp) -> String {
         let expiry = UInt32(truncatingIfNeeded: (now + lifetime).seconds)
-        return Self.cookie + Self.features + hex32(expiry) + hex(mac(expiry: expiry, client: client))
+        return Self.cookie + Self.features + hex32(expiry) + Hex.encode(mac(expiry: expiry, client: client))
     }
 
     public enum Verdict: Sendable, Equatable { case valid, stale, invalid }
@@ -44,12 +41,9 @@ public struct NonceIssuer: Sendable {
         guard u.count == prefix + 8 + 16, nonce.hasPrefix(Self.cookie + Self.features),
             let expiry = UInt32(String(decoding: u[prefix..<prefix + 8], as: UTF8.self), radix: 16)
         else { return .invalid }
-        let expected = Array(hex(mac(expiry: expiry, client: client)).utf8)
+        let expected = Array(Hex.encode(mac(expiry: expiry, client: client)).utf8)
         let given = Array(u[(prefix + 8)...])
-        let equal = expected.withUnsafeBytes { e in
-            given.withUnsafeBytes { g in sodium_memcmp(e.baseAddress, g.baseAddress, e.count) == 0 }
-        }
-        guard equal else { return .invalid }
+        guard ConstantTime.equal(expected, given) else { return .invalid }
         return UInt64(expiry) >= now.seconds ? .valid : .stale
     }
 
@@ -62,27 +56,10 @@ public struct NonceIssuer: Sendable {
         case .v6(let a): input.append(contentsOf: a.bytes)
         }
         withUnsafeBytes(of: client.port.bigEndian) { input.append(contentsOf: $0) }
-        var out = [UInt8](repeating: 0, count: Int(crypto_auth_hmacsha256_BYTES))
-        var state = crypto_auth_hmacsha256_state()
-        secret.withUnsafeBufferPointer { k in _ = crypto_auth_hmacsha256_init(&state, k.baseAddress!, k.count) }
-        input.withUnsafeBufferPointer { i in _ = crypto_auth_hmacsha256_update(&state, i.baseAddress!, UInt64(i.count)) }
-        _ = crypto_auth_hmacsha256_final(&state, &out)
-        return Array(out.prefix(8))
+        return Array(HMACSHA256.mac(key: secret, input).prefix(8))
     }
-}
-
-private let hexDigits = Array("0123456789abcdef".utf8)
-
-func hex(_ bytes: [UInt8]) -> String {
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for b in bytes {
-        out.append(hexDigits[Int(b >> 4)])
-        out.append(hexDigits[Int(b & 0xF)])
-    }
-    return String(decoding: out, as: UTF8.self)
 }
 
 func hex32(_ v: UInt32) -> String {
-    hex([UInt8(v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)])
+    Hex.encode([UInt8(v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)])
 }

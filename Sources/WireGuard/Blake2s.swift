@@ -1,4 +1,3 @@
-import CSodium
 
 /// BLAKE2s (RFC 7693), the hash of WireGuard's `Hash`, `Mac` and `Hmac` (whitepaper §5.4).
 /// libsodium has only BLAKE2b, so this is a plain-Swift implementation of RFC 7693 §3: the

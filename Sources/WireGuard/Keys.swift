@@ -1,4 +1,4 @@
-import CSodium
+import FZCrypto
 
 /// Anything whose bytes the crypto code can read without copying.
 protocol RawBytes {
@@ -32,7 +32,7 @@ public final class SecretKey: @unchecked Sendable, RawBytes {
         do {
             try body(UnsafeMutableRawBufferPointer(start: storage, count: Self.byteCount))
         } catch {
-            sodium_memzero(storage, Self.byteCount)
+            ConstantTime.zero(UnsafeMutableRawBufferPointer(start: storage, count: Self.byteCount))
             storage.deallocate()
             throw error
         }
@@ -56,7 +56,7 @@ public final class SecretKey: @unchecked Sendable, RawBytes {
     static func zeros() -> SecretKey { SecretKey { _ in } }
 
     deinit {
-        sodium_memzero(storage, Self.byteCount)
+        ConstantTime.zero(UnsafeMutableRawBufferPointer(start: storage, count: Self.byteCount))
         storage.deallocate()
     }
 
@@ -182,37 +182,4 @@ public struct PresharedKey: Sendable {
     public static func generate() -> PresharedKey { PresharedKey(secret: .random()) }
 
     init(secret: SecretKey) { self.secret = secret }
-}
-
-/// Standard base64 through libsodium (no Foundation).
-enum Base64 {
-    static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
-        Sodium.ensureInitialized()
-        guard let input = bytes.baseAddress, bytes.count > 0 else { return "" }
-        let variant = Int32(sodium_base64_VARIANT_ORIGINAL)
-        let length = sodium_base64_encoded_len(bytes.count, variant)
-        var out = [CChar](repeating: 0, count: length)
-        out.withUnsafeMutableBufferPointer { o in
-            _ = sodium_bin2base64(o.baseAddress!, length, input.assumingMemoryBound(to: UInt8.self), bytes.count, variant)
-        }
-        return String(decoding: out.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    static func decode(_ text: String) -> [UInt8]? {
-        Sodium.ensureInitialized()
-        let utf8 = Array(text.utf8)
-        guard !utf8.isEmpty else { return nil }
-        var out = [UInt8](repeating: 0, count: utf8.count * 3 / 4 + 3)
-        var written = 0
-        let rc = utf8.withUnsafeBufferPointer { input in
-            out.withUnsafeMutableBufferPointer { o in
-                input.withMemoryRebound(to: CChar.self) { chars in
-                    sodium_base642bin(o.baseAddress!, o.count, chars.baseAddress!, chars.count, nil, &written, nil,
-                                      Int32(sodium_base64_VARIANT_ORIGINAL))
-                }
-            }
-        }
-        guard rc == 0 else { return nil }
-        return Array(out.prefix(written))
-    }
 }

@@ -1,4 +1,5 @@
 import CSodium
+import FZCrypto
 
 /// The libsodium primitives WireGuard uses (whitepaper §5.4 "Protocol & Cryptography"):
 /// X25519 (`DH`), ChaCha20-Poly1305 IETF (`AEAD`) and XChaCha20-Poly1305 (`XAEAD`), plus the
@@ -8,44 +9,21 @@ import CSodium
 /// the function names (32 for keys and points, 12/24 for nonces); callers check buffer sizes
 /// before calling, so nothing here checks them again.
 enum Sodium {
-    /// `sodium_init` must run once before any other call; a lazily initialised static runs it
-    /// exactly once, thread-safely.
-    private static let initialized: Bool = sodium_init() >= 0
-
+    /// libsodium is initialised once for the whole process, in FZCrypto.
     @inline(__always)
-    static func ensureInitialized() {
-        if !initialized { fatalError("libsodium failed to initialise") }
-    }
+    static func ensureInitialized() { LibSodium.ensureInitialized() }
 
-    static func randomBytes(_ buffer: UnsafeMutableRawBufferPointer) {
-        ensureInitialized()
-        guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-        randombytes_buf(base, buffer.count)
-    }
+    static func randomBytes(_ buffer: UnsafeMutableRawBufferPointer) { SecureRandom.fill(buffer) }
 
     /// A uniformly random integer in `0..<upperBound`.
-    static func uniform(_ upperBound: UInt32) -> UInt32 {
-        ensureInitialized()
-        return randombytes_uniform(upperBound)
-    }
+    static func uniform(_ upperBound: UInt32) -> UInt32 { SecureRandom.uniform(upperBound) }
 
-    static func zero(_ buffer: UnsafeMutableRawBufferPointer) {
-        guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-        sodium_memzero(base, buffer.count)
-    }
+    static func zero(_ buffer: UnsafeMutableRawBufferPointer) { ConstantTime.zero(buffer) }
 
     /// Constant-time equality of two equally long byte ranges (a length mismatch is not secret).
-    static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
-        ensureInitialized()
-        guard a.count == b.count else { return false }
-        guard let pa = a.baseAddress, let pb = b.baseAddress, a.count > 0 else { return true }
-        return sodium_memcmp(pa, pb, a.count) == 0
-    }
+    static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool { ConstantTime.equal(a, b) }
 
-    static func isZero(_ a: UnsafeRawBufferPointer) -> Bool {
-        guard let base = a.baseAddress, a.count > 0 else { return true }
-        return sodium_is_zero(base.assumingMemoryBound(to: UInt8.self), a.count) == 1
-    }
+    static func isZero(_ a: UnsafeRawBufferPointer) -> Bool { ConstantTime.isZero(a) }
 
     // MARK: X25519
 

@@ -6,6 +6,7 @@ import Logging
 import Portal
 import Prometheus
 import Testing
+import FZDaemon
 @testable import FZPortal
 
 /// A portal application on a temporary database with a known admin token.

@@ -8,6 +8,7 @@ import Logging
 import Portal
 import Prometheus
 import Testing
+import FZCrypto
 @testable import FZPortal
 
 /// A live portal (real listener, real WebSockets) with one site, one resource, an actor allowed

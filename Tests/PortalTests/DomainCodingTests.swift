@@ -1,6 +1,7 @@
 import FZCore
 import Foundation
 import Testing
+import FZCrypto
 @testable import Portal
 
 @Suite("Domain values as JSON")

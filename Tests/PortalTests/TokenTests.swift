@@ -1,4 +1,5 @@
 import Testing
+import FZCrypto
 @testable import Portal
 
 @Suite("Tokens")

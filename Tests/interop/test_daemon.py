@@ -406,3 +406,17 @@ def test_json_log_format_writes_one_json_object_per_line(start_relay):
     wait_for(lambda: any("allocation" in l for l in lines()), 5, what="an allocation log line")
     records = [json.loads(l) for l in lines()]
     assert all(isinstance(r, dict) for r in records), records
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_second_relay_on_a_served_address_fails_naming_it(start_relay, relay_bin, threads):
+    # With several shards every listening socket has SO_REUSEPORT, which would also let a second
+    # relay process of the same user share the port, the kernel splitting clients between them.
+    first = start_relay("--threads", "2")
+    second = subprocess.run(
+        [relay_bin, "--listening-ip", first.host, "--listening-port", str(first.port), "--threads", threads,
+         "--min-port", "40000", "--max-port", "59999"],
+        capture_output=True, text=True, timeout=20, env={k: v for k, v in os.environ.items() if not k.startswith("FZ_RELAY_")})
+    assert second.returncode != 0, second.stderr
+    assert "Address already in use" in second.stderr and f"{first.host}:{first.port}" in second.stderr, second.stderr
+    assert first.alive() and first.binding() is not None

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, kill_process, wait_for
+from conftest import REPO, kill_process, parse_metrics, wait_for
 
 UNDERLAY_A = "10.231.0.1"
 UNDERLAY_B = "10.231.0.2"
@@ -450,6 +450,38 @@ def test_fz_gateway_pings_the_systemd_watchdog_from_its_loop(lab):
     assert elapsed >= 0.6, f"five pings in {elapsed:.2f}s: faster than every 0.2 s"
     assert lab.stop_fz() == 0
     assert any("STOPPING=1" in m for m in lab.notify.poll())
+
+
+def test_metrics_endpoint_shows_per_peer_handshake_and_byte_counters(lab):
+    lab.start_wireguard_go(endpoint=True)
+    port = 19_000 + next(_counter) % 1000
+    lab.start_fz(endpoint=True, extra=("--metrics-listen", f"127.0.0.1:{port}"))
+    assert lab.ping(lab.ns_a, TUNNEL_B, count=3), lab.fz_output()
+    key = lab.pub_b
+
+    def scrape() -> dict[str, float]:
+        out = lab.ns(lab.ns_a, "curl", "-sf", "--max-time", "2", f"http://127.0.0.1:{port}/metrics", check=False)
+        return parse_metrics(out.stdout) if out.returncode == 0 else {}
+
+    def series(name: str) -> str:
+        return f'{name}{{public_key="{key}"}}'
+
+    # Published by the loop thread once a second: wait for a snapshot taken after the pings.
+    wait_for(lambda: scrape().get(series("fz_gateway_peer_received_packets_total"), 0) >= 3, 5,
+             what="the ping replies in /metrics")
+    m = scrape()
+    assert m[series("fz_gateway_peer_handshakes_total")] >= 1, m
+    assert m[series("fz_gateway_peer_sent_bytes_total")] > 0 and m[series("fz_gateway_peer_received_bytes_total")] > 0, m
+    assert abs(m[series("fz_gateway_peer_last_handshake_seconds")] - time.time()) < 60, m
+    assert m["fz_gateway_peers"] == 1, m
+    assert 'fz_gateway_dropped_total{reason="source_not_allowed"}' in m, m
+    assert lab.ns(lab.ns_a, "curl", "-sf", f"http://127.0.0.1:{port}/readyz").stdout == "ready\n"
+    assert lab.stop_fz() == 0
+
+
+def test_bad_metrics_listen_exits_non_zero_naming_the_flag(tmp_path):
+    out = run(gateway_bin(), "--wg-config", str(tmp_path / "none.conf"), "--metrics-listen", "nowhere", check=False)
+    assert out.returncode != 0 and "--metrics-listen" in out.stderr, out.stderr
 
 
 def test_interface_is_configured_and_removed_on_sigterm(lab):

@@ -2,6 +2,7 @@ import FZCore
 import Logging
 import Portal
 import Synchronization
+import FZCrypto
 
 /// Tunables of the control channel.
 public struct ControlConfiguration: Sendable {

@@ -1,6 +1,7 @@
 import FZCore
 import Foundation
 import Portal
+import FZCrypto
 
 /// The control channel's wire format (docs/protocol.md): one JSON object per WebSocket text
 /// message, `{"v": 1, "type": "…", …fields}`, snake_case keys.

@@ -2,6 +2,7 @@ import ArgumentParser
 #if canImport(Glibc)
 import Glibc
 #endif
+import FZDaemon
 import FZLinux
 import Hummingbird
 import Logging
@@ -35,12 +36,17 @@ extension PortalCommand {
         @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
         var logLevel: String = "info"
 
+        @Option(help: "Log format: text or json (one object per line).")
+        var logFormat: String = "text"
+
         public init() {}
 
         public func validate() throws {
             guard Self.parseListen(listen) != nil else {
                 throw ValidationError("--listen must be ADDR:PORT (e.g. 127.0.0.1:8080, [::1]:8080), got \(listen)")
             }
+            guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+            guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format: '\(logFormat)' is not text or json") }
             guard databaseUrl.hasPrefix("sqlite://"), databaseUrl.count > "sqlite://".count else {
                 throw ValidationError("--database-url must be sqlite:///PATH, got \(databaseUrl)")
             }
@@ -57,6 +63,7 @@ extension PortalCommand {
 
         public func run() async throws {
             guard let (host, port) = Self.parseListen(listen) else { throw ValidationError("--listen must be ADDR:PORT, got \(listen)") }
+            (LogFormat(rawValue: logFormat) ?? .text).bootstrap()
             var log = Logger(label: "fz-portal")
             log.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             let logger = log
@@ -83,7 +90,7 @@ extension PortalCommand {
             // Shut down in reverse order: the drain first (peers told to reconnect, 1001), then the
             // HTTP server; the watchdog pings until the end.
             var services: [any Service] = []
-            if let interval = SystemdNotifier.watchdogInterval { services.append(WatchdogService(interval: interval / 2)) }
+            services.append(WatchdogService(watchdog: Watchdog(loops: 0)))
             services.append(app)
             services.append(ControlDrainService(broker: broker, readiness: readiness, logger: logger))
             let group = ServiceGroup(
@@ -111,19 +118,6 @@ struct ControlDrainService: Service {
         let deadline = clock.now.advanced(by: .seconds(5))
         while await broker.connectedPeers > 0, clock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
-        }
-    }
-}
-
-/// Sends `WATCHDOG=1` every `interval` (half of systemd's `WATCHDOG_USEC`) until shutdown.
-struct WatchdogService: Service {
-    let interval: Duration
-
-    func run() async throws {
-        SystemdNotifier.notify("WATCHDOG=1")
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-            SystemdNotifier.notify("WATCHDOG=1")
         }
     }
 }

@@ -1,17 +1,10 @@
+import FZDaemon
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import Portal
 import Prometheus
 import Synchronization
-
-/// What `/readyz` reports: ready once migrations ran and the listener is up.
-public final class Readiness: Sendable {
-    let ready = Atomic<Bool>(false)
-    public init() {}
-    public var isReady: Bool { ready.load(ordering: .acquiring) }
-    public func set(_ value: Bool) { ready.store(value, ordering: .releasing) }
-}
 
 /// Builds the portal's HTTP surface: probes, metrics, admin API and the control channel.
 public enum PortalApplication {
@@ -21,12 +14,8 @@ public enum PortalApplication {
     ) -> Router<PortalContext> {
         let broker = broker ?? Broker(store: store, clock: clock, config: control)
         let router = Router(context: PortalContext.self)
-        router.get("healthz") { _, _ in "ok\n" }
-        router.get("readyz") { _, _ -> String in
-            guard readiness.isReady else { throw HTTPError(.serviceUnavailable, message: "not ready") }
-            return "ready\n"
-        }
-        router.get("metrics") { _, _ in registry.emitToString() }
+        // `/readyz`: ready once migrations ran and the listener is up.
+        DaemonEndpoints.addRoutes(to: router, readiness: readiness) { registry.emitToString() }
         let authenticator = TokenAuthenticator(store: store, clock: clock)
         AdminAPI(
             store: store, clock: clock, policiesRemoved: { await broker.policiesRemoved($0) }, changed: { await broker.adminChanged() },

@@ -4,25 +4,34 @@ import Logging
 import Glibc
 #endif
 
-/// Plain text logs on standard error (systemd's journal adds timestamps itself).
-func TextLogHandler(label: String) -> any LogHandler {
-    StreamLogHandler.standardError(label: label)
+/// How a daemon writes its logs: `text` (plain lines on standard error; systemd's journal adds
+/// timestamps itself) or `json` (one object per line, for log shippers).
+public enum LogFormat: String, Sendable, CaseIterable {
+    case text, json
+
+    /// Installs the format as the process's logging backend; call once, before any `Logger` is made.
+    public func bootstrap() {
+        switch self {
+        case .text: LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        case .json: LoggingSystem.bootstrap(JSONLogHandler.init)
+        }
+    }
 }
 
 /// One JSON object per line on standard error, for log shippers.
-struct JSONLogHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
+public struct JSONLogHandler: LogHandler {
+    public let label: String
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
 
-    init(label: String) { self.label = label }
+    public init(label: String) { self.label = label }
 
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    func log(event: LogEvent) {
+    public func log(event: LogEvent) {
         var fields: [(String, String)] = [
             ("ts", Self.timestamp()), ("level", event.level.rawValue), ("logger", label), ("msg", event.message.description),
         ]

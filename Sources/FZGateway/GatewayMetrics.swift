@@ -1,0 +1,98 @@
+import FZCore
+import Prometheus
+import Synchronization
+import WireGuard
+
+/// What the data plane counted, as its loop thread published it (once a second): the gateway's
+/// own counters, the WireGuard device's drops, and one entry per peer.
+public struct GatewaySnapshot: Sendable, Equatable {
+    public struct PeerEntry: Sendable, Equatable {
+        public var publicKey: String
+        public var stats: PeerStatistics
+        /// Unix time of the last completed handshake (nil: none yet), as wg(8) `latest-handshake`.
+        public var lastHandshakeUnixSeconds: Double?
+    }
+
+    public var counters = GatewayCounters()
+    public var udpSendDropped: UInt64 = 0
+    public var deviceDropped = DropCounters()
+    public var cookieRepliesSent: UInt64 = 0
+    public var underLoad = false
+    public var peers: [PeerEntry] = []
+
+    public init() {}
+}
+
+/// The gateway's `/metrics` (`--metrics-listen`): the loop thread hands over a snapshot, the HTTP
+/// side renders it in Prometheus text format. Rendering builds a fresh registry from the latest
+/// snapshot, so a removed peer's series disappear with it and the loop thread never touches a
+/// metrics object (nothing on the data path).
+public final class GatewayMetrics: Sendable {
+    private let latest = Mutex(GatewaySnapshot())
+
+    public init() {}
+
+    public func publish(_ snapshot: GatewaySnapshot) { latest.withLock { $0 = snapshot } }
+
+    public var snapshot: GatewaySnapshot { latest.withLock { $0 } }
+
+    public func render() -> String { Self.render(self.snapshot) }
+
+    static var counterFields: [(KeyPath<GatewayCounters, UInt64>, String, String)] {[
+        (\.tunPacketsRead, "tun_reads", "Reads from the TUN interface (one may be a TSO segment of many packets)."),
+        (\.tunPacketsWritten, "tun_writes", "Writes of decrypted packets to the TUN interface (one may be a coalesced run)."),
+        (\.tunSuperPacketsRead, "tso_reads", "TUN reads that were TSO segments."),
+        (\.tunSegmentsCut, "tso_segments", "Packets cut from TSO segments."),
+        (\.tunSuperPacketsWritten, "gso_writes", "Coalesced (GSO) TUN writes."),
+        (\.handshakeMessagesReceived, "handshake_messages", "Handshake messages with a valid MAC1."),
+        (\.underLoadEpisodes, "under_load_episodes", "Times the gateway went under handshake load (cookies required)."),
+    ]}
+
+    static var dropFields: [(KeyPath<GatewayCounters, UInt64>, String)] {[
+        (\.droppedNoRoute, "no_route"), (\.droppedMalformedOutgoing, "malformed_outgoing"),
+        (\.droppedNoEndpoint, "no_endpoint"), (\.droppedSourceNotAllowed, "source_not_allowed"),
+        (\.droppedMalformedIncoming, "malformed_incoming"), (\.droppedTunWrite, "tun_write"),
+        (\.droppedTruncated, "truncated"), (\.droppedNoSocket, "no_socket"),
+    ]}
+
+    static func render(_ s: GatewaySnapshot) -> String {
+        let r = PrometheusCollectorRegistry()
+        func name(_ base: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(namespace: "fz", subsystem: "gateway", metricName: base, unitName: unit, helpText: help)
+        }
+        func counter(_ base: String, _ value: UInt64, _ labels: [(String, String)] = [], help: String) {
+            r.makeCounter(descriptor: name(base, "total", help), labels: labels).increment(by: Int64(clamping: value))
+        }
+        func gauge(_ base: String, unit: String = "", _ value: Double, _ labels: [(String, String)] = [], help: String) {
+            r.makeGauge(descriptor: name(base, unit, help), labels: labels).set(to: value)
+        }
+        for (path, base, help) in counterFields { counter(base, s.counters[keyPath: path], help: help) }
+        let dropHelp = "Packets the data plane dropped, by reason."
+        for (path, reason) in dropFields { counter("dropped", s.counters[keyPath: path], [("reason", reason)], help: dropHelp) }
+        counter("dropped", s.udpSendDropped, [("reason", "udp_send")], help: dropHelp)
+        for reason in DropReason.allCases {
+            counter("wireguard_dropped", s.deviceDropped[reason], [("reason", "\(reason)".replacingSpaces)],
+                    help: "Datagrams the WireGuard core dropped, by reason.")
+        }
+        counter("cookie_replies", s.cookieRepliesSent, help: "Cookie replies sent under handshake load.")
+        gauge("under_load", s.underLoad ? 1 : 0, help: "1 while the gateway requires cookies (handshake flood).")
+        gauge("peers", Double(s.peers.count), help: "Configured WireGuard peers.")
+        for p in s.peers {
+            let key = [("public_key", p.publicKey)]
+            counter("peer_received_bytes", p.stats.bytesReceived, key, help: "Transport bytes received from the peer.")
+            counter("peer_sent_bytes", p.stats.bytesSent, key, help: "Transport bytes sent to the peer.")
+            counter("peer_received_packets", p.stats.packetsReceived, key, help: "Packets received from the peer.")
+            counter("peer_sent_packets", p.stats.packetsSent, key, help: "Packets sent to the peer.")
+            counter("peer_handshakes", p.stats.handshakesCompleted, key, help: "Handshakes completed with the peer.")
+            counter("peer_dropped", p.stats.dropped.total, key, help: "The peer's datagrams the WireGuard core dropped.")
+            gauge("peer_last_handshake", unit: "seconds", p.lastHandshakeUnixSeconds ?? 0, key,
+                  help: "Unix time of the last completed handshake with the peer (0: none yet).")
+        }
+        return r.emitToString()
+    }
+}
+
+extension String {
+    /// `invalid MAC1` → `invalid_mac1`: a label value in the style of the other reasons.
+    fileprivate var replacingSpaces: String { lowercased().split(separator: " ").joined(separator: "_") }
+}
