@@ -37,11 +37,17 @@ public struct PolicyConditions: Hashable, Sendable, Codable {
         return true
     }
 
-    enum CodingKeys: String, CodingKey { case sourceCidrs, timeWindow }
+    enum CodingKeys: String, CodingKey, CaseIterable { case sourceCidrs, timeWindow }
 
     public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         if let texts = try c.decodeIfPresent([String].self, forKey: .sourceCidrs) {
+            // An empty list would never grant, yet list the resource to clients: refuse it.
+            guard !texts.isEmpty else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .sourceCidrs, in: c, debugDescription: "must list at least one CIDR (omit it for any source)")
+            }
             sourceCidrs = try texts.map { t in
                 guard let cidr = CIDR(t) else {
                     throw DecodingError.dataCorruptedError(forKey: .sourceCidrs, in: c, debugDescription: "not a CIDR: \(t)")
@@ -83,9 +89,10 @@ public struct TimeWindow: Hashable, Sendable, Codable {
         return m >= startMinute && m < endMinute
     }
 
-    enum CodingKeys: String, CodingKey { case days, start, end }
+    enum CodingKeys: String, CodingKey, CaseIterable { case days, start, end }
 
     public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let days = try c.decodeIfPresent([Weekday].self, forKey: .days) ?? []
         guard let s = Self.minutes(try c.decode(String.self, forKey: .start)) else {

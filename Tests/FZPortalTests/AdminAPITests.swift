@@ -150,6 +150,60 @@ struct AdminAPITests {
         }
     }
 
+    @Test("a misspelt or unknown field is refused naming it, never ignored (a policy would grant unconditionally)")
+    func unknownFieldsAreRefused() async throws {
+        let h = try await APIHarness()
+        defer { h.tmp.cleanup() }
+        try await h.app().test(.router) { c async throws in
+            let site = try await c.call(.post, "/api/v1/sites", token: h.admin, body: #"{"name": "s"}"#)
+            let siteID = try #require(site[string: "id"])
+            let res = try await c.call(
+                .post, "/api/v1/resources", token: h.admin, body: #"{"name": "db", "site_id": "\#(siteID)", "address": "10.0.0.5"}"#)
+            let resID = try #require(res[string: "id"])
+            let group = try await c.call(.post, "/api/v1/groups", token: h.admin, body: #"{"name": "g"}"#)
+            let groupID = try #require(group[string: "id"])
+            func policy(_ extra: String) async throws -> Reply {
+                try await c.call(.post, "/api/v1/policies", token: h.admin,
+                                 body: #"{"group_id": "\#(groupID)", "resource_id": "\#(resID)", \#(extra)}"#)
+            }
+            let cases: [(String, String)] = [
+                (#""conditions": {"source_cidr": ["10.0.0.0/8"]}"#, "conditions.source_cidr"),
+                (#""conditions": {"timewindow": {"start": "08:00", "end": "18:00"}}"#, "conditions.timewindow"),
+                (#""condition": {"source_cidrs": ["10.0.0.0/8"]}"#, "condition"),
+                (#""conditions": {"time_window": {"days": ["mon"], "start": "08:00", "end": "18:00", "zone": "CET"}}"#,
+                 "conditions.time_window.zone"),
+                (#""conditions": {"source_cidrs": []}"#, "conditions.source_cidrs"),
+            ]
+            for (extra, field) in cases {
+                let r = try await policy(extra)
+                #expect(r.status == .badRequest, "\(extra)")
+                #expect(r[string: "field"] == field, "\(extra)")
+            }
+            #expect(try await c.call(.get, "/api/v1/policies", token: h.admin).array.isEmpty, "nothing was stored")
+            #expect(try await policy(#""conditions": {"source_cidrs": ["10.0.0.0/8"]}"#).status == .created)
+            let typo = try await c.call(.post, "/api/v1/sites", token: h.admin, body: #"{"name": "t", "nmae": "x"}"#)
+            #expect(typo.status == .badRequest && typo[string: "field"] == "nmae")
+        }
+    }
+
+    @Test("the last usable admin token cannot be revoked; one of two can")
+    func lastAdminTokenIsKept() async throws {
+        let h = try await APIHarness()
+        defer { h.tmp.cleanup() }
+        try await h.app().test(.router) { c async throws in
+            let first = try #require(try await c.call(.get, "/api/v1/tokens", token: h.admin).array.first?["id"] as? String)
+            let refused = try await c.call(.delete, "/api/v1/tokens/\(first)", token: h.admin)
+            #expect(refused.status == .conflict)
+            #expect(refused[string: "field"] == "id")
+            #expect(try await c.call(.get, "/api/v1/sites", token: h.admin).status == .ok, "still works")
+            let second = try await c.call(.post, "/api/v1/tokens", token: h.admin, body: #"{"name": "second", "scope": "admin"}"#)
+            let secret = try #require(second[string: "secret"])
+            #expect(try await c.call(.delete, "/api/v1/tokens/\(first)", token: secret).status == .noContent)
+            let secondID = try #require((second.object["token"] as? [String: Any])?["id"] as? String)
+            #expect(try await c.call(.delete, "/api/v1/tokens/\(secondID)", token: secret).status == .conflict)
+        }
+    }
+
     @Test("the initial admin token is issued only on a database without one")
     func bootstrapOnce() async throws {
         let h = try await APIHarness()

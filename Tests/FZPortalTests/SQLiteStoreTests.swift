@@ -133,7 +133,7 @@ struct SQLiteStoreTests {
         let store = try tmp.open()
         let t = try IssuedToken.issue(name: "gw", scope: .site, subject: "s", now: Fixture.now).token
         try await store.insert(token: t)
-        #expect(try await store.adminTokenCount() == 0)
+        #expect(try await store.adminTokenCount(now: Fixture.now) == 0)
         #expect(try await store.revokeToken(t.id, at: Fixture.now + .seconds(5)).found)
         let stored = try await store.token(hash: t.hash)
         #expect(stored?.revokedAt == Fixture.now + .seconds(5))

@@ -18,6 +18,7 @@ public struct PortalCommand: AsyncParsableCommand {
         commandName: "fz-portal", abstract: "fz control plane: admin API, policies, presence.", subcommands: [
             Serve.self, SiteCommand.self, ResourceCommand.self, GroupCommand.self, ActorCommand.self, MembershipCommand.self,
             PolicyCommand.self, TokenCommand.self, GatewayCommand.self, RelayCommand.self, ClientCommand.self,
+            AdminToken.self,
         ])
 
     public init() {}
@@ -52,6 +53,19 @@ extension PortalCommand {
             }
         }
 
+        /// The lock beside an SQLite database (`PATH.lock`); nil for other stores.
+        static func lock(_ databaseUrl: String) throws -> FileLock? {
+            guard case .sqlite(let path)? = try? DatabaseURL(parsing: databaseUrl) else { return nil }
+            do {
+                return try FileLock(path: path + ".lock")
+            } catch {
+                if FileLock.isHeldElsewhere(error) {
+                    throw ValidationError("--database-url: \(databaseUrl) is in use by another fz-portal (it holds \(path).lock)")
+                }
+                throw ValidationError("--database-url: cannot lock \(path).lock: \(error)")
+            }
+        }
+
         static func parseListen(_ listen: String) -> (host: String, port: Int)? {
             guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port)
             else { return nil }
@@ -69,13 +83,13 @@ extension PortalCommand {
             let logger = log
             let databaseUrl = self.databaseUrl
 
+            // One serving portal per database: a second one would keep presence and connections
+            // of its own, so a token revoked through one would keep its sessions on the other.
+            let lock = try Self.lock(databaseUrl)
+            defer { lock?.release() }
             let store: SQLiteStore
             do { store = try SQLiteStore(url: databaseUrl) } catch { throw ValidationError("--database-url: cannot open \(databaseUrl): \(error)") }
             let clock = WallClock.system
-            if let secret = try await PortalApplication.bootstrapAdminToken(store: store, now: clock.now()) {
-                print("Initial admin token (shown once, store it now): \(secret)")
-                fflush(nil)
-            }
 
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
@@ -83,6 +97,16 @@ extension PortalCommand {
             let broker = Broker(store: store, clock: clock)
             let router = PortalApplication.router(store: store, clock: clock, readiness: readiness, registry: registry, broker: broker)
             let app = PortalApplication.application(router: router, host: host, port: port, logger: logger) { bound in
+                // Only once the listener is up: a portal that cannot bind must not have printed
+                // (and stored) a token nobody can use yet.
+                do {
+                    if let secret = try await PortalApplication.bootstrapAdminToken(store: store, now: clock.now()) {
+                        print("Initial admin token (shown once, store it now): \(secret)")
+                        fflush(nil)
+                    }
+                } catch {
+                    logger.error("cannot create the initial admin token: \(error)")
+                }
                 readiness.set(true)
                 SystemdNotifier.notify("READY=1\nSTATUS=listening on \(host):\(bound)")
                 logger.notice("fz-portal ready", metadata: ["listen": "\(host):\(bound)", "database": "\(databaseUrl)"])
@@ -96,6 +120,37 @@ extension PortalCommand {
             let group = ServiceGroup(
                 configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
+        }
+    }
+}
+
+extension PortalCommand {
+    /// Recovery from an admin lockout, on the portal's host: mints an admin token straight into
+    /// the database (no running portal needed, and none is asked). Whoever can read the database
+    /// file already holds every secret in it, so this grants nothing new.
+    public struct AdminToken: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            commandName: "admin-token", abstract: "Create an admin token directly in the database (lockout recovery); prints its secret once.")
+
+        @Option(help: "Database: sqlite:///PATH (as given to serve).")
+        var databaseUrl: String = "sqlite:///var/lib/fz/portal.sqlite"
+
+        @Option(help: "A label for the token.")
+        var name: String = "recovery admin"
+
+        public init() {}
+
+        public func run() async throws {
+            guard case .sqlite(let path)? = try? DatabaseURL(parsing: databaseUrl) else {
+                throw ValidationError("--database-url must be sqlite:///PATH, got \(databaseUrl)")
+            }
+            // An existing database only: creating a fresh one here would only hide a typo.
+            guard access(path, R_OK | W_OK) == 0 else { throw ValidationError("--database-url: no database at \(path)") }
+            let store: SQLiteStore
+            do { store = try SQLiteStore(url: databaseUrl) } catch { throw ValidationError("--database-url: cannot open \(databaseUrl): \(error)") }
+            let issued = try IssuedToken.issue(name: name, scope: .admin, subject: nil, now: WallClock.system.now())
+            try await store.insert(token: issued.token)
+            print(issued.secret.presented)
         }
     }
 }

@@ -105,11 +105,17 @@ struct AdminAPI: Sendable {
         api.get("clients") { _, _ in try await store.clients() }
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ req: Request, _ ctx: PortalContext) async throws -> T {
+    /// The body as `T`, strictly: unknown keys are refused (400 naming the key), so a misspelt
+    /// field is never silently ignored.
+    private func decode<T: StrictlyKeyed>(_ type: T.Type, _ req: Request, _ ctx: PortalContext) async throws -> T {
         var req = req
         let buffer = try await req.collectBody(upTo: ctx.maxUploadSize)
         let data = Data(buffer.readableBytesView)
-        do { return try JSONCoding.decoder.decode(T.self, from: data) } catch let e as DecodingError { throw APIError.decoding(e) }
+        do {
+            let body = try JSONCoding.decoder.decode(T.self, from: data)
+            _ = try JSONCoding.decoder.decode(StrictKeys<T>.self, from: data)
+            return body
+        } catch let e as DecodingError { throw APIError.decoding(e) }
     }
 
     private func deleted(_ d: Deletion, _ what: String, notify: Bool = true) async throws -> HTTPResponse.Status {

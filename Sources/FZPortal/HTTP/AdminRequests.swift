@@ -1,37 +1,43 @@
 import Portal
 
 /// Request bodies of the admin API (snake_case on the wire).
-struct NameBody: Decodable {
+struct NameBody: StrictlyKeyed {
     var name: String
+    enum CodingKeys: String, CodingKey, CaseIterable { case name }
 }
 
-struct CreateActorBody: Decodable {
+struct CreateActorBody: StrictlyKeyed {
     var name: String
     var kind: PortalActor.Kind?
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, kind }
 }
 
-struct CreateResourceBody: Decodable {
+struct CreateResourceBody: StrictlyKeyed {
     var name: String
     var siteId: String
     var address: ResourceAddress
     var filters: [TrafficFilter]?
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, siteId, address, filters }
 }
 
-struct AddMemberBody: Decodable {
+struct AddMemberBody: StrictlyKeyed {
     var actorId: String
+    enum CodingKeys: String, CodingKey, CaseIterable { case actorId }
 }
 
-struct CreatePolicyBody: Decodable {
+struct CreatePolicyBody: StrictlyKeyed {
     var groupId: String
     var resourceId: String
     var conditions: PolicyConditions?
+    enum CodingKeys: String, CodingKey, CaseIterable { case groupId, resourceId, conditions }
 }
 
-struct CreateTokenBody: Decodable {
+struct CreateTokenBody: StrictlyKeyed {
     var name: String
     var scope: TokenScope
     var subject: String?
     var expiresAt: UnixTime?
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, scope, subject, expiresAt }
 }
 
 /// A token as listed: never its hash, never its secret.

@@ -41,10 +41,10 @@ public enum PortalApplication {
             logger: logger)
     }
 
-    /// On a database without any admin token, issues one and returns its secret (printed once by
-    /// `serve`); nil when an admin token exists.
+    /// On a database without a usable admin token, issues one and returns its secret (printed
+    /// once by `serve`); nil when an admin token can still be used.
     public static func bootstrapAdminToken(store: any PortalStore, now: UnixTime) async throws -> String? {
-        guard try await store.adminTokenCount() == 0 else { return nil }
+        guard try await store.adminTokenCount(now: now) == 0 else { return nil }
         let issued = try IssuedToken.issue(name: "initial admin", scope: .admin, subject: nil, now: now)
         try await store.insert(token: issued.token)
         return issued.secret.presented

@@ -58,9 +58,11 @@ public protocol PortalStore: Sendable {
     func insert(token: Token) async throws
     func tokens() async throws -> [Token]
     func token(hash: [UInt8]) async throws -> Token?
+    /// Marks the token revoked; refuses (`StoreError.conflict`) to revoke the last usable admin
+    /// token, which would lock every administrator out.
     func revokeToken(_ id: TokenID, at now: UnixTime) async throws -> Deletion
-    /// The number of admin tokens, revoked or not (zero on a fresh database).
-    func adminTokenCount() async throws -> Int
+    /// The number of admin tokens usable at `now` (not revoked, not expired).
+    func adminTokenCount(now: UnixTime) async throws -> Int
 
     /// A deployment-wide value (the TURN REST secret): `value` is stored unless one exists; the
     /// stored one is returned.

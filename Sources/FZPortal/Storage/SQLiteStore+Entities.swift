@@ -241,14 +241,36 @@ extension SQLiteStore {
 
     public func revokeToken(_ id: TokenID, at now: UnixTime) async throws -> Deletion {
         try await write { db in
+            // The check and the update in one transaction: two concurrent revocations of the
+            // last two admin tokens cannot both pass.
+            let scope = try String.fetchOne(
+                db, sql: "SELECT scope FROM tokens WHERE id = ? AND revoked_at IS NULL", arguments: [id.rawValue])
+            if scope == TokenScope.admin.rawValue, try Self.usableAdminTokens(db, now: now) <= 1,
+                try Self.isUsable(db, id: id, now: now)
+            {
+                throw StoreError.conflict(
+                    field: "id", reason: "the last admin token cannot be revoked: create another one first (or run fz-portal admin-token)")
+            }
             try db.execute(
                 sql: "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", arguments: [now.seconds, id.rawValue])
             return Deletion(found: db.changesCount > 0)
         }
     }
 
-    public func adminTokenCount() async throws -> Int {
-        try await read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokens WHERE scope = 'admin'") ?? 0 }
+    public func adminTokenCount(now: UnixTime) async throws -> Int {
+        try await read { db in try Self.usableAdminTokens(db, now: now) }
+    }
+
+    private static func usableAdminTokens(_ db: Database, now: UnixTime) throws -> Int {
+        try Int.fetchOne(
+            db, sql: "SELECT COUNT(*) FROM tokens WHERE scope = 'admin' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+            arguments: [now.seconds]) ?? 0
+    }
+
+    private static func isUsable(_ db: Database, id: TokenID, now: UnixTime) throws -> Bool {
+        try Bool.fetchOne(
+            db, sql: "SELECT COUNT(*) > 0 FROM tokens WHERE id = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+            arguments: [id.rawValue, now.seconds]) ?? false
     }
 
     public func setting(_ key: String, default value: String) async throws -> String {
