@@ -95,4 +95,31 @@ struct ControlPushTests {
             mallory.close()
         }
     }
+
+    @Test("deleting an actor or a site revokes its tokens: its connections close within 1 s and cannot come back")
+    func subjectDeleted() async throws {
+        let h = try await ControlHarness()
+        try await h.run { port, api in
+            let (gw, _) = try await h.gateway(port, key: 101)
+            let (alice, _) = try await h.client(port, key: 1)
+            let (mallory, _) = try await h.client(port, key: 3, token: h.malloryToken)
+
+            #expect(try await api.call(.delete, "/api/v1/actors/\(h.alice.id)", token: h.api.admin).status == .noContent)
+            #expect(try await alice.next("error", timeout: .seconds(1))["code"] == "token_revoked")
+            #expect(await alice.closed(timeout: .seconds(1)))
+            try await Self.expectNothingQueued(mallory)  // another actor's connection stays
+            let aliceTokens = try await h.store.tokens().filter { $0.subject == h.alice.id.rawValue }
+            #expect(!aliceTokens.isEmpty && aliceTokens.allSatisfy { $0.revokedAt != nil })
+            let again = ControlPeer(url: ControlHarness.url(port, "client", ["public_key": Fixture.key(1).base64]), token: h.aliceToken)
+            await #expect(throws: (any Error).self) { _ = try await again.task.value }
+
+            #expect(try await api.call(.delete, "/api/v1/sites/\(h.site.id)", token: h.api.admin).status == .noContent)
+            #expect(try await gw.next("error", timeout: .seconds(1))["code"] == "token_revoked")
+            #expect(await gw.closed(timeout: .seconds(1)))
+            let gwAgain = ControlPeer(
+                url: ControlHarness.url(port, "gateway", ["public_key": Fixture.key(101).base64, "name": "gw"]), token: h.siteToken)
+            await #expect(throws: (any Error).self) { _ = try await gwAgain.task.value }
+            mallory.close()
+        }
+    }
 }

@@ -121,6 +121,7 @@ struct AdminAPI: Sendable {
     private func deleted(_ d: Deletion, _ what: String, notify: Bool = true) async throws -> HTTPResponse.Status {
         guard d.found else { throw APIError.notFound(what) }
         if !d.removedPolicies.isEmpty { await policiesRemoved(d.removedPolicies) }
+        for token in d.revokedTokens { await tokenRevoked(token) }
         if notify { await changed() }
         return .noContent
     }

@@ -69,15 +69,18 @@ public protocol PortalStore: Sendable {
     func setting(_ key: String, default value: String) async throws -> String
 }
 
-/// What a deletion did: whether the entity existed, and the policies that went with it (the
-/// control channel revokes the authorizations they granted).
+/// What a deletion did: whether the entity existed, the policies that went with it (the
+/// control channel revokes the authorizations they granted) and the tokens whose subject it was
+/// (revoked in the same transaction; the control channel closes their connections).
 public struct Deletion: Sendable, Equatable {
     public var found: Bool
     public var removedPolicies: [Policy]
+    public var revokedTokens: [TokenID]
 
-    public init(found: Bool, removedPolicies: [Policy] = []) {
+    public init(found: Bool, removedPolicies: [Policy] = [], revokedTokens: [TokenID] = []) {
         self.found = found
         self.removedPolicies = removedPolicies
+        self.revokedTokens = revokedTokens
     }
 
     public static let notFound = Deletion(found: false)

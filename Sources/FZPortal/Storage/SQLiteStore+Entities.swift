@@ -20,8 +20,13 @@ extension SQLiteStore {
         try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM actors WHERE id = ?", arguments: [id.rawValue]).map(Rows.actor) }
     }
 
+    /// Also revokes the actor's client tokens: a token must not outlive its subject.
     public func deleteActor(_ id: ActorID) async throws -> Deletion {
-        try await write { db in try Self.delete(db, table: "actors", id: id.rawValue, policiesWhere: nil) }
+        try await write { db in
+            var d = try Self.delete(db, table: "actors", id: id.rawValue, policiesWhere: nil)
+            if d.found { d.revokedTokens = try Self.revokeTokens(db, scope: .client, subject: id.rawValue) }
+            return d
+        }
     }
 
     public func insert(group g: Group) async throws {
@@ -85,10 +90,13 @@ extension SQLiteStore {
         }
     }
 
+    /// Also revokes the site's tokens, so its gateways are disconnected and cannot register again.
     public func deleteSite(_ id: SiteID) async throws -> Deletion {
         try await write { db in
-            try Self.delete(
+            var d = try Self.delete(
                 db, table: "sites", id: id.rawValue, policiesWhere: "resource_id IN (SELECT id FROM resources WHERE site_id = ?)")
+            if d.found { d.revokedTokens = try Self.revokeTokens(db, scope: .site, subject: id.rawValue) }
+            return d
         }
     }
 
@@ -255,6 +263,18 @@ extension SQLiteStore {
                 sql: "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", arguments: [now.seconds, id.rawValue])
             return Deletion(found: db.changesCount > 0)
         }
+    }
+
+    /// Revokes every not yet revoked token of `scope` whose subject is `subject`; returns their ids.
+    /// The revocation time is the database's clock: the caller is a deletion, not a timed decision.
+    static func revokeTokens(_ db: Database, scope: TokenScope, subject: String) throws -> [TokenID] {
+        let ids = try String.fetchAll(
+            db, sql: "SELECT id FROM tokens WHERE scope = ? AND subject = ? AND revoked_at IS NULL ORDER BY id",
+            arguments: [scope.rawValue, subject])
+        try db.execute(
+            sql: "UPDATE tokens SET revoked_at = CAST(strftime('%s','now') AS INTEGER) WHERE scope = ? AND subject = ? AND revoked_at IS NULL",
+            arguments: [scope.rawValue, subject])
+        return ids.map(TokenID.init)
     }
 
     public func adminTokenCount(now: UnixTime) async throws -> Int {
