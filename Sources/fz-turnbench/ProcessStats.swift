@@ -87,18 +87,4 @@ enum ProcessStats {
         guard clock_gettime(clock, &ts) == 0 else { return nil }
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
-
-    /// Raises the soft descriptor limit to the hard limit: one UDP socket per allocation.
-    /// Returns the soft limit in effect afterwards.
-    @discardableResult
-    static func raiseDescriptorLimit() -> UInt64 {
-        var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max
-            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-            _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-        }
-        return UInt64(limit.rlim_cur)
-    }
 }

@@ -184,7 +184,7 @@ struct TurnBench: ParsableCommand {
             }
         }
         let count = idleAllocations ?? allocations
-        let limit = ProcessStats.raiseDescriptorLimit()
+        let limit = ResourceLimits.raiseOpenFilesToHardLimit()
         guard UInt64(count) + 64 <= limit else {
             throw BenchError("\(count) client sockets need more descriptors than the limit of \(limit) (ulimit -n)")
         }

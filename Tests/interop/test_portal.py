@@ -56,11 +56,11 @@ def free_tcp_port() -> int:
 class Portal:
     """One `fz-portal serve` process on loopback."""
 
-    def __init__(self, binary: str, db: Path, env: dict | None = None, wait_ready: bool = True):
+    def __init__(self, binary: str, db: Path, env: dict | None = None, wait_ready: bool = True, args: list[str] = ()):
         self.port = free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [binary, "serve", "--listen", f"127.0.0.1:{self.port}", "--database-url", f"sqlite://{db}", "--log-level", "warning"],
+            [binary, "serve", "--listen", f"127.0.0.1:{self.port}", "--database-url", f"sqlite://{db}", "--log-level", "warning", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, **(env or {})},

@@ -40,7 +40,22 @@ extension PortalCommand {
         @Option(help: "Log format: text or json (one object per line).")
         var logFormat: String = "text"
 
+        @Option(help: "Seconds a new connection has to send its first request head (then it is closed).")
+        var headerTimeout: Double = 10
+
+        @Option(help: "Seconds an HTTP keep-alive connection may stay idle between requests.")
+        var idleTimeout: Double = 60
+
+        @Option(help: "Open connections allowed from one source address; more are closed at accept.")
+        var maxConnectionsPerSource: Int = 256
+
         public init() {}
+
+        var limits: HTTPLimits {
+            HTTPLimits(
+                headerTimeout: .milliseconds(Int64(headerTimeout * 1000)), idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
+                maxConnectionsPerSource: maxConnectionsPerSource)
+        }
 
         public func validate() throws {
             guard Self.parseListen(listen) != nil else {
@@ -48,6 +63,15 @@ extension PortalCommand {
             }
             guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
             guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format: '\(logFormat)' is not text or json") }
+            guard headerTimeout.isFinite, headerTimeout > 0, headerTimeout <= 3600 else {
+                throw ValidationError("--header-timeout must be between 0 and 3600 seconds, got \(headerTimeout)")
+            }
+            guard idleTimeout.isFinite, idleTimeout > 0, idleTimeout <= 86400 else {
+                throw ValidationError("--idle-timeout must be between 0 and 86400 seconds, got \(idleTimeout)")
+            }
+            guard maxConnectionsPerSource >= 1 else {
+                throw ValidationError("--max-connections-per-source must be at least 1, got \(maxConnectionsPerSource)")
+            }
             guard databaseUrl.hasPrefix("sqlite://"), databaseUrl.count > "sqlite://".count else {
                 throw ValidationError("--database-url must be sqlite:///PATH, got \(databaseUrl)")
             }
@@ -96,7 +120,10 @@ extension PortalCommand {
             let readiness = Readiness()
             let broker = Broker(store: store, clock: clock)
             let router = PortalApplication.router(store: store, clock: clock, readiness: readiness, registry: registry, broker: broker)
-            let app = PortalApplication.application(router: router, host: host, port: port, logger: logger) { bound in
+            // Room for many held sockets: the per-source limit and the timeouts bound what one
+            // source can take, the descriptor limit what all of them can.
+            ResourceLimits.raiseOpenFilesToHardLimit()
+            let app = PortalApplication.application(router: router, host: host, port: port, logger: logger, limits: limits) { bound in
                 // Only once the listener is up: a portal that cannot bind must not have printed
                 // (and stored) a token nobody can use yet.
                 do {

@@ -1,7 +1,9 @@
 import FZDaemon
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
+import NIOCore
 import Portal
 import Prometheus
 import Synchronization
@@ -27,16 +29,21 @@ public enum PortalApplication {
 
     public static func application(
         router: Router<PortalContext>, host: String, port: Int, logger: Logger, control: ControlConfiguration = ControlConfiguration(),
-        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+        limits: HTTPLimits = HTTPLimits(), onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         // Frames may be larger than the message limit, so an oversized message gets a JSON
         // `error` before the close rather than a bare protocol close.
         let ws = WebSocketServerConfiguration(
             maxFrameSize: max(1 << 16, control.maxMessageBytes * 2), autoPing: .enabled(timePeriod: control.heartbeat))
+        let http1 = HTTP1Channel.Configuration(
+            idleTimeout: TimeAmount(limits.idleTimeout),
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes))
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: ws)),
-            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "fz-portal"),
+            server: GuardedChannel.builder(router: router, configuration: .init(http1: http1, ws: ws), limits: limits),
+            // A deep accept queue: bursts of connections (a fleet reconnecting after a portal
+            // restart) wait in the kernel instead of being dropped into 1 s SYN retransmits.
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "fz-portal", backlog: 4096),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
             logger: logger)
     }
