@@ -95,12 +95,15 @@ let package = Package(
         ),
         .executableTarget(name: "fz-gateway", dependencies: ["FZGateway"], swiftSettings: strict),
 
+        // The control protocol both sides share (docs/protocol.md): typed messages and the value
+        // types on the wire. Pure: no HTTP server, database or I/O layer.
+        .target(name: "FZControl", dependencies: ["FZCore", "FZCrypto"], swiftSettings: strict),
         // The control plane: pure decisions in Portal, storage and HTTP/WebSocket in FZPortal.
-        .target(name: "Portal", dependencies: ["FZCore", "FZCrypto"], swiftSettings: strict),
+        .target(name: "Portal", dependencies: ["FZCore", "FZCrypto", "FZControl"], swiftSettings: strict),
         .target(
             name: "FZPortal",
             dependencies: [
-                "FZCore", "Portal", "FZLinux", "FZDaemon", "FZCrypto",
+                "FZCore", "FZControl", "Portal", "FZLinux", "FZDaemon", "FZCrypto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -140,11 +143,12 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZCrypto", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "FZLinux", "FZTestSupport"], swiftSettings: strict),
-        .testTarget(name: "PortalTests", dependencies: ["Portal", "FZCrypto", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "FZControlTests", dependencies: ["FZControl", "FZCore", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "PortalTests", dependencies: ["Portal", "FZControl", "FZCrypto", "FZTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "FZPortalTests",
             dependencies: [
-                "FZPortal", "Portal", "FZDaemon", "FZCrypto", "FZTestSupport",
+                "FZPortal", "FZControl", "Portal", "FZDaemon", "FZCrypto", "FZTestSupport",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

@@ -1,3 +1,4 @@
+import FZControl
 /// Someone or something that can be granted access: a person or a service account.
 /// (Named `PortalActor` because `Actor` is Swift's protocol for actor types.)
 public struct PortalActor: Hashable, Sendable, Codable {
@@ -88,14 +89,5 @@ public enum Names {
         guard !trimmed.isEmpty else { throw ValidationError(field: field, reason: "must not be empty") }
         guard trimmed.utf8.count <= 255 else { throw ValidationError(field: field, reason: "longer than 255 bytes") }
         return trimmed
-    }
-}
-
-extension String {
-    var trimmingSpaces: String {
-        var s = Substring(self)
-        while let f = s.first, f.isWhitespace { s.removeFirst() }
-        while let l = s.last, l.isWhitespace { s.removeLast() }
-        return String(s)
     }
 }

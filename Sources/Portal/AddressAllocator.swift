@@ -1,3 +1,4 @@
+import FZControl
 import FZCore
 
 /// Hands out client tunnel addresses: IPv4 from 100.64.0.0/11 (inside the CGNAT range RFC 6598

@@ -1,3 +1,4 @@
+import FZControl
 import FZCore
 
 /// A device of an actor. Its tunnel addresses are assigned once, at first registration, and kept

@@ -1,3 +1,4 @@
+import FZControl
 /// Round-robin over the online gateways of a site, independently per site.
 ///
 /// The cursor is the last gateway chosen; the next choice is the first online gateway whose id

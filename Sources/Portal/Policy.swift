@@ -1,3 +1,4 @@
+import FZControl
 import FZCore
 
 /// Grants one group access to one resource, optionally only under conditions.

@@ -1,3 +1,4 @@
+import FZControl
 import FZCrypto
 
 /// TURN REST credentials (draft-uberti-behave-turn-rest, as coturn, eturnal and fz-relay accept

@@ -1,3 +1,4 @@
+import FZControl
 import FZCrypto
 
 /// What a token lets its holder do.

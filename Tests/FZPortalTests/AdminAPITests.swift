@@ -1,3 +1,4 @@
+import FZControl
 import FZCore
 import Foundation
 import Hummingbird

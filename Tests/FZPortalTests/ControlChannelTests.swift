@@ -1,3 +1,4 @@
+import FZControl
 import Crypto
 import FZCore
 import Foundation
@@ -277,28 +278,33 @@ struct ControlChannelTests {
 struct ControlMessageTests {
     @Test("inbound messages decode by role; anything else is a named violation")
     func decoding() {
-        #expect(InboundDecoder.decode(#"{"v":1,"type":"ping"}"#, role: .relay) == .success(.ping))
-        #expect(InboundDecoder.decode(requestDB, role: .client) == .success(.requestAccess(ResourceID("res_db"))))
-        #expect(InboundDecoder.decode(requestDB, role: .gateway) == .failure(ProtocolViolation(code: "unknown_type", message: "gateways cannot send request_access")))
-        #expect(InboundDecoder.decode(#"{"v":1,"type":"authorized","request_id":"req_1"}"#, role: .gateway) == .success(.authorized(requestID: "req_1")))
+        #expect(InboundDecoder.decode(#"{"v":1,"type":"ping"}"#, role: .relay) == .success(.relay(.ping)))
+        #expect(InboundDecoder.decode(requestDB, role: .client) == .success(.client(.requestAccess(RequestAccess(resourceId: ResourceID("res_db"))))))
+        #expect(InboundDecoder.decode(requestDB, role: .gateway) == .failure(ErrorMessage(code: "unknown_type", message: "gateways cannot send request_access")))
+        #expect(InboundDecoder.decode(#"{"v":1,"type":"authorized","request_id":"req_1"}"#, role: .gateway) == .success(.gateway(.authorized(Authorized(requestId: RequestID("req_1"))))))
         #expect(InboundDecoder.decode(#"{"v":1,"type":"ice_candidates","client_id":"c","candidates":["a"]}"#, role: .gateway)
-            == .success(.candidatesForClient(ClientID("c"), ["a"])))
+            == .success(.gateway(.iceCandidates(ClientCandidates(clientId: ClientID("c"), candidates: ["a"])))))
         let tooMany = "[" + Array(repeating: #""a""#, count: 65).joined(separator: ",") + "]"
         #expect(InboundDecoder.decode(#"{"v":1,"type":"ice_candidates","gateway_id":"g","candidates":\#(tooMany)}"#, role: .client).failureCode == "malformed")
         #expect(InboundDecoder.decode("[1]", role: .client).failureCode == "malformed")
         #expect(InboundDecoder.decode(#"{"type":"ping"}"#, role: .client).failureCode == "unsupported_version")
         #expect(InboundDecoder.decode(#"{"v":1}"#, role: .client).failureCode == "malformed")
         #expect(InboundDecoder.decode(#"{"v":1,"type":"request_access","resource_id":""}"#, role: .client).failureCode == "malformed")
+        // A field the message does not have fails closed, naming it, also nested ones.
+        #expect(InboundDecoder.decode(#"{"v":1,"type":"request_access","resource_id":"r","resource":"x"}"#, role: .client)
+            == .failure(ErrorMessage(code: "malformed", message: "resource is not a known field")))
+        #expect(InboundDecoder.decode(#"{"v":1,"type":"ping","extra":null}"#, role: .client) == .success(.client(.ping)))
+        #expect(InboundDecoder.decode(#"{"v":1,"type":"ping","extra":0}"#, role: .client).failureCode == "malformed")
     }
 
     @Test("outbound messages carry the envelope beside the body's snake_case fields")
     func envelope() throws {
-        let text = Outbound(type: "revoke", body: Revoke(clientId: ClientID("cli_1"), resourceId: ResourceID("res_1"))).json
+        let text = ControlCodec.encode(ToGateway.revoke(Revoke(clientId: ClientID("cli_1"), resourceId: ResourceID("res_1"))))
         #expect(text == #"{"client_id":"cli_1","resource_id":"res_1","type":"revoke","v":1}"#)
     }
 }
 
-extension Result where Failure == ProtocolViolation {
+extension Result where Failure == ErrorMessage {
     var failureCode: String? {
         if case .failure(let v) = self { return v.code }
         return nil

@@ -1,3 +1,4 @@
+import FZControl
 import Testing
 @testable import Portal
 

@@ -1,3 +1,4 @@
+import FZControl
 import Testing
 import FZCrypto
 @testable import Portal

@@ -1,3 +1,4 @@
+import FZControl
 import FZCore
 import Logging
 import Portal
@@ -51,7 +52,7 @@ public actor Broker {
 
     struct Peer {
         var kind: Kind
-        var outbox: AsyncStream<String>.Continuation
+        var outbox: AsyncStream<Outgoing>.Continuation
         /// The token the connection authenticated with (revoking it closes the connection).
         var token: TokenID? = nil
         /// For a client: the resources it was last told it may see.
@@ -85,15 +86,11 @@ public actor Broker {
     private var clientPeers: [ClientID: PeerID] = [:]
     private var relayPeers: [RelayID: PeerID] = [:]
     private var selector = GatewaySelector()
-    private var pending: [String: Flow] = [:]
+    private var pending: [RequestID: Flow] = [:]
     private var flows: [FlowKey: Flow] = [:]
     private var turnSecret: String?
     private let drainingFlag = Atomic<Bool>(false)
     private var resyncTask: Task<Void, Never>?
-
-    /// Prefix of an outbox entry that is not a message but tells the connection to close
-    /// (with 1008 and the rest of the entry as reason). JSON messages never start with it.
-    static let closeMarker = "\u{0}close:"
 
     public init(store: any PortalStore, clock: WallClock, config: ControlConfiguration = ControlConfiguration(), logger: Logger = Logger(label: "fz-portal.broker")) {
         self.store = store
@@ -105,7 +102,7 @@ public actor Broker {
     // MARK: Presence
 
     /// Registers the peer in storage, sends its `init`, and tells affected peers it is online.
-    func connect(_ identity: PeerIdentity, source: IPAddress?, token: TokenID? = nil, outbox: AsyncStream<String>.Continuation) async throws -> PeerID {
+    func connect(_ identity: PeerIdentity, source: IPAddress?, token: TokenID? = nil, outbox: AsyncStream<Outgoing>.Continuation) async throws -> PeerID {
         let secret = try await secret()
         let kind: Kind
         switch identity {
@@ -129,25 +126,28 @@ public actor Broker {
         case .gateway(let g):
             gatewayPeers[g.id] = id
             let auths = flows.values.filter { $0.gateway == g.id && $0.authorize.expiresAt > now }.map(\.authorize)
-            send(id, "init", GatewayInit(gatewayId: g.id, siteId: g.siteId, relays: relays(for: g.id.rawValue, secret: secret, end: nil), authorizations: auths))
+            send(id, ToGateway.initialize(GatewayInit(gatewayId: g.id, siteId: g.siteId, relays: relays(for: g.id.rawValue, secret: secret, end: nil), authorizations: auths)))
             let interested = Set(flows.values.filter { $0.siteId == g.siteId }.map(\.authorize.clientId))
-            for c in interested { if let p = clientPeers[c] { send(p, "presence", Presence(gatewayId: g.id, online: true)) } }
+            for c in interested { if let p = clientPeers[c] { send(p, ToClient.presence(Presence(gatewayId: g.id, online: true))) } }
         case .client(let c, _, let end):
             clientPeers[c.id] = id
-            send(id, "init", ClientInit(
-                clientId: c.id, actorId: c.actorId, tunnel: TunnelAddresses(ipv4: c.ipv4.description, ipv6: c.ipv6.description),
-                resources: visible, relays: relays(for: c.id.rawValue, secret: secret, end: end)))
+            send(id, ToClient.initialize(ClientInit(
+                clientId: c.id, actorId: c.actorId, tunnel: TunnelAddresses(ipv4: c.ipv4, ipv6: c.ipv6),
+                resources: visible, relays: relays(for: c.id.rawValue, secret: secret, end: end))))
         case .relay(let r):
             relayPeers[r.id] = id
-            send(id, "init", RelayInit(relayId: r.id, name: r.name, region: r.region, addresses: r.addresses, turnSecret: secret))
+            send(id, ToRelay.initialize(RelayInit(relayId: r.id, name: r.name, region: r.region, addresses: r.addresses, turnSecret: Secret(secret))))
             for (pid, peer) in peers where pid != id {
-                if let view = relayView(r, for: peer.kind, secret: secret) {
-                    send(pid, "presence", Presence(relayId: r.id, online: true, relay: view))
+                let presence = relayView(r, for: peer.kind, secret: secret).map { Presence(relayId: r.id, online: true, relay: $0) }
+                switch (peer.kind, presence) {
+                case (.client, let p?): send(pid, ToClient.presence(p))
+                case (.gateway, let p?): send(pid, ToGateway.presence(p))
+                default: break
                 }
             }
         }
         if isDraining {  // connected while shutting down: tell it to come back at once
-            outbox.yield(Outbound(type: "reconnect", body: Empty()).json)
+            outbox.yield(.text(ControlCodec.encode(ToClient.reconnect)))
             outbox.finish()
         }
         logger.info("peer connected", metadata: ["peer": "\(describe(kind))"])
@@ -167,7 +167,7 @@ public actor Broker {
                 deny(flow.authorize.clientId, flow.authorize.resource.id, .offline)
             }
             let affected = Set(flows.values.filter { $0.gateway == g.id }.map(\.authorize.clientId))
-            for c in affected { if let p = clientPeers[c] { send(p, "presence", Presence(gatewayId: g.id, online: false)) } }
+            for c in affected { if let p = clientPeers[c] { send(p, ToClient.presence(Presence(gatewayId: g.id, online: false))) } }
         case .client(let c, _, _):
             if clientPeers[c.id] == id { clientPeers[c.id] = nil }
         case .relay(let r):
@@ -175,7 +175,8 @@ public actor Broker {
             relayPeers[r.id] = nil
             for (pid, p) in peers {
                 switch p.kind {
-                case .client, .gateway: send(pid, "presence", Presence(relayId: r.id, online: false))
+                case .client: send(pid, ToClient.presence(Presence(relayId: r.id, online: false)))
+                case .gateway: send(pid, ToGateway.presence(Presence(relayId: r.id, online: false)))
                 case .relay: break
                 }
             }
@@ -192,7 +193,7 @@ public actor Broker {
     public func goingAway() {
         drainingFlag.store(true, ordering: .releasing)
         for peer in peers.values {
-            peer.outbox.yield(Outbound(type: "reconnect", body: Empty()).json)
+            peer.outbox.yield(.text(ControlCodec.encode(ToClient.reconnect)))
             peer.outbox.finish()
         }
     }
@@ -207,27 +208,31 @@ public actor Broker {
 
     // MARK: Messages
 
-    func handle(_ id: PeerID, _ message: Inbound) async {
+    func handle(_ id: PeerID, _ message: PeerMessage) async {
         guard let peer = peers[id], !isDraining else { return }
         switch (message, peer.kind) {
-        case (.ping, _):
-            send(id, "pong", Empty())
-        case (.requestAccess(let resource), .client(let client, let source, let end)):
-            await requestAccess(peer: id, client: client, source: source, sessionEnd: end, resourceID: resource, token: peer.token)
-        case (.authorized(let requestID), .gateway(let g)):
-            authorized(gateway: g, requestID: requestID)
-        case (.candidatesForGateway(let gid, let candidates), .client(let c, _, _)):
+        case (.client(.ping), .client): send(id, ToClient.pong)
+        case (.gateway(.ping), .gateway): send(id, ToGateway.pong)
+        case (.relay(.ping), .relay): send(id, ToRelay.pong)
+        case (.client(.requestAccess(let r)), .client(let client, let source, let end)):
+            await requestAccess(peer: id, client: client, source: source, sessionEnd: end, resourceID: r.resourceId, token: peer.token)
+        case (.gateway(.authorized(let a)), .gateway(let g)):
+            authorized(gateway: g, requestID: a.requestId)
+        case (.client(.iceCandidates(let m)), .client(let c, _, _)):
+            let gid = m.gatewayId
             guard flows.values.contains(where: { $0.authorize.clientId == c.id && $0.gateway == gid }), let gp = gatewayPeers[gid] else {
-                return send(id, "error", ErrorBody(code: "unknown_peer", message: "no authorization with gateway \(gid)"))
+                return send(id, ToClient.error(ErrorMessage(code: ErrorMessage.unknownPeer, message: "no authorization with gateway \(gid)")))
             }
-            send(gp, "ice_candidates", CandidatesToGateway(clientId: c.id, candidates: candidates))
-        case (.candidatesForClient(let cid, let candidates), .gateway(let g)):
+            send(gp, ToGateway.iceCandidates(ClientCandidates(clientId: c.id, candidates: m.candidates)))
+        case (.gateway(.iceCandidates(let m)), .gateway(let g)):
+            let cid = m.clientId
             guard flows.values.contains(where: { $0.authorize.clientId == cid && $0.gateway == g.id }), let cp = clientPeers[cid] else {
-                return send(id, "error", ErrorBody(code: "unknown_peer", message: "no authorization for client \(cid)"))
+                return send(id, ToGateway.error(ErrorMessage(code: ErrorMessage.unknownPeer, message: "no authorization for client \(cid)")))
             }
-            send(cp, "ice_candidates", CandidatesToClient(gatewayId: g.id, candidates: candidates))
+            send(cp, ToClient.iceCandidates(GatewayCandidates(gatewayId: g.id, candidates: m.candidates)))
         default:
-            send(id, "error", ErrorBody(code: "unknown_type", message: "not accepted from this peer"))
+            // The decoder types messages by the endpoint they came in on: this cannot happen.
+            logger.error("message from the wrong kind of peer", metadata: ["peer": "\(describe(peer.kind))"])
         }
     }
 
@@ -243,7 +248,7 @@ public actor Broker {
             decision = PolicyEvaluator.evaluate(resource: resourceID, actorGroups: groups, source: source, now: now, policies: policies)
         } catch {
             logger.error("request_access failed", metadata: ["error": "\(error)"])
-            return send(peer, "error", ErrorBody(code: "internal", message: "try again"))
+            return send(peer, ToClient.error(ErrorMessage(code: ErrorMessage.internalError, message: "try again")))
         }
         guard case .allowed = decision else { return deny(client.id, resourceID, .forbidden) }
         guard peers[peer] != nil else { return }
@@ -256,14 +261,14 @@ public actor Broker {
         }
         var expiry = now + config.authorizationLifetime
         if let end = sessionEnd, end < expiry { expiry = end }
-        let requestID = "req_" + Hex.encode(SecureRandom.bytes(12))
+        let requestID = RequestID.random(prefix: "req")
         let auth = Authorize(
             requestId: requestID, clientId: client.id, clientPublicKey: client.publicKey,
-            clientTunnelIps: [client.ipv4.description, client.ipv6.description], resource: ResourceView(resource),
+            clientTunnelIps: [.v4(client.ipv4), .v6(client.ipv6)], resource: ResourceView(resource),
             filters: resource.filters, expiresAt: expiry, iceCredentials: IcePair(client: .random(), gateway: .random()),
-            presharedKey: Base64.encode(SecureRandom.bytes(32)))
+            presharedKey: .random())
         pending[requestID] = Flow(authorize: auth, gateway: gid, siteId: resource.siteId, actor: client.actorId, source: source, token: token)
-        send(gpeer, "authorize", auth)
+        send(gpeer, ToGateway.authorize(auth))
         let timeout = config.gatewayReplyTimeout
         Task { [weak self] in
             try? await Task.sleep(for: timeout)
@@ -271,14 +276,14 @@ public actor Broker {
         }
     }
 
-    private func expire(_ requestID: String) {
+    private func expire(_ requestID: RequestID) {
         guard let flow = pending.removeValue(forKey: requestID) else { return }
         deny(flow.authorize.clientId, flow.authorize.resource.id, .offline)
     }
 
-    private func authorized(gateway: Gateway, requestID: String) {
+    private func authorized(gateway: Gateway, requestID: RequestID) {
         guard let flow = pending[requestID], flow.gateway == gateway.id else {
-            return sendTo(gateway: gateway.id, "error", ErrorBody(code: "unknown_request", message: "no pending request \(requestID)"))
+            return sendTo(gateway: gateway.id, .error(ErrorMessage(code: ErrorMessage.unknownRequest, message: "no pending request \(requestID)")))
         }
         pending[requestID] = nil
         let a = flow.authorize
@@ -286,14 +291,14 @@ public actor Broker {
         // A new authorization for the same client and resource replaces the old one; a different
         // gateway that held the old one drops it.
         if let old = flows[key], old.gateway != gateway.id {
-            sendTo(gateway: old.gateway, "revoke", Revoke(clientId: a.clientId, resourceId: a.resource.id))
+            sendTo(gateway: old.gateway, .revoke(Revoke(clientId: a.clientId, resourceId: a.resource.id)))
         }
         flows[key] = flow
         guard let cp = clientPeers[a.clientId], case .client(_, _, let end) = peers[cp]?.kind, let secret = turnSecret else { return }
-        send(cp, "access_granted", AccessGranted(
+        send(cp, ToClient.accessGranted(AccessGranted(
             resourceId: a.resource.id, gatewayId: gateway.id, gatewayPublicKey: gateway.publicKey, siteId: gateway.siteId,
             expiresAt: a.expiresAt, iceCredentials: a.iceCredentials, presharedKey: a.presharedKey,
-            relays: relays(for: a.clientId.rawValue, secret: secret, end: end)))
+            relays: relays(for: a.clientId.rawValue, secret: secret, end: end))))
     }
 
     /// The admin API removed these policies: authorizations no remaining policy grants are
@@ -318,7 +323,7 @@ public actor Broker {
             }
             guard !stillAllowed, let current = flows[key], current.authorize.requestId == flow.authorize.requestId else { continue }
             flows[key] = nil
-            sendTo(gateway: flow.gateway, "revoke", Revoke(clientId: key.client, resourceId: key.resource))
+            sendTo(gateway: flow.gateway, .revoke(Revoke(clientId: key.client, resourceId: key.resource)))
         }
     }
 
@@ -354,10 +359,10 @@ public actor Broker {
             var now: [ResourceID: ResourceView] = [:]
             for r in resources where granted.contains(r.id) { now[r.id] = ResourceView(r) }
             for (rid, view) in now.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where peer.visible[rid] != view {
-                send(pid, "resource_updated", ResourceUpdated(resource: view))
+                send(pid, ToClient.resourceUpdated(ResourceUpdated(resource: view)))
             }
             for rid in peer.visible.keys.sorted(by: { $0.rawValue < $1.rawValue }) where now[rid] == nil {
-                send(pid, "resource_removed", ResourceRemoved(resourceId: rid))
+                send(pid, ToClient.resourceRemoved(ResourceRemoved(resourceId: rid)))
             }
             peers[pid]?.visible = now
         }
@@ -373,7 +378,7 @@ public actor Broker {
             }
             guard !allowed else { continue }
             flows[key] = nil
-            sendTo(gateway: flow.gateway, "revoke", Revoke(clientId: key.client, resourceId: key.resource))
+            sendTo(gateway: flow.gateway, .revoke(Revoke(clientId: key.client, resourceId: key.resource)))
         }
     }
 
@@ -383,13 +388,14 @@ public actor Broker {
     public func tokenRevoked(_ token: TokenID) {
         for (key, flow) in flows where flow.token == token {
             flows[key] = nil
-            sendTo(gateway: flow.gateway, "revoke", Revoke(clientId: key.client, resourceId: key.resource))
+            sendTo(gateway: flow.gateway, .revoke(Revoke(clientId: key.client, resourceId: key.resource)))
         }
         for (rid, flow) in pending where flow.token == token { pending[rid] = nil }
         for pid in peers.keys.sorted() where peers[pid]?.token == token {
             guard let peer = peers[pid] else { continue }
-            peer.outbox.yield(Outbound(type: "error", body: ErrorBody(code: "token_revoked", message: "the token of this connection was revoked")).json)
-            peer.outbox.yield(Self.closeMarker + "token_revoked")
+            let revoked = ErrorMessage(code: ErrorMessage.tokenRevoked, message: "the token of this connection was revoked")
+            peer.outbox.yield(.text(ControlCodec.encode(ToClient.error(revoked))))  // the same JSON for every kind of peer
+            peer.outbox.yield(.close(reason: ErrorMessage.tokenRevoked))
             disconnect(pid)  // ends the outbox after the two entries above
         }
     }
@@ -398,15 +404,15 @@ public actor Broker {
 
     private func deny(_ client: ClientID, _ resource: ResourceID, _ reason: DenialReason) {
         guard let p = clientPeers[client] else { return }
-        send(p, "access_denied", AccessDenied(resourceId: resource, reason: reason))
+        send(p, ToClient.accessDenied(AccessDenied(resourceId: resource, reason: reason)))
     }
 
-    private func send<B: Encodable>(_ peer: PeerID, _ type: String, _ body: B) {
-        peers[peer]?.outbox.yield(Outbound(type: type, body: body).json)
+    private func send<M: ControlMessage>(_ peer: PeerID, _ message: M) {
+        peers[peer]?.outbox.yield(.text(ControlCodec.encode(message)))
     }
 
-    private func sendTo<B: Encodable>(gateway: GatewayID, _ type: String, _ body: B) {
-        if let p = gatewayPeers[gateway] { send(p, type, body) }
+    private func sendTo(gateway: GatewayID, _ message: ToGateway) {
+        if let p = gatewayPeers[gateway] { send(p, message) }
     }
 
     private func secret() async throws -> String {

@@ -1,3 +1,4 @@
+import FZControl
 import FZCore
 import Hummingbird
 import HummingbirdWebSocket
@@ -91,31 +92,34 @@ struct ControlChannel: Sendable {
             return
         }
         let source = ctx.requestContext.remoteIP
-        let (stream, outbox) = AsyncStream<String>.makeStream()
+        let (stream, outbox) = AsyncStream<Outgoing>.makeStream()
         let peer: Broker.PeerID
         do {
             peer = try await broker.connect(identity, source: source, token: token, outbox: outbox)
         } catch {
             logger.warning("control channel registration failed", metadata: ["error": "\(error)"])
-            try? await outbound.write(.text(Outbound(type: "error", body: ErrorBody(code: "registration_failed", message: "\(error)")).json))
+            let failed = ErrorMessage(code: ErrorMessage.registrationFailed, message: "\(error)")
+            try? await outbound.write(.text(ControlCodec.encode(ToClient.error(failed))))
             try await outbound.close(.unexpectedServerError, reason: "registration failed")
             return
         }
         let broker = self.broker
         let writer = Task {
-            for await text in stream {
-                if text.hasPrefix(Broker.closeMarker) {  // the token was revoked: close now
-                    try? await outbound.close(.policyViolation, reason: String(text.dropFirst(Broker.closeMarker.count)))
-                    break
+            loop: for await entry in stream {
+                switch entry {
+                case .text(let text):
+                    do { try await outbound.writeTextMessage(text) } catch { break loop }
+                case .close(let reason):  // e.g. the token was revoked: close now
+                    try? await outbound.close(.policyViolation, reason: reason)
+                    break loop
                 }
-                do { try await outbound.writeTextMessage(text) } catch { break }
             }
             // Shutdown: the outbox ended after `reconnect`; close so the read loop ends too.
             if broker.isDraining { try? await outbound.close(.goingAway, reason: "portal shutting down") }
         }
         var closing: (code: WebSocketErrorCode, reason: String)?
-        func violation(_ v: ProtocolViolation, _ code: WebSocketErrorCode) {
-            outbox.yield(Outbound(type: "error", body: ErrorBody(code: v.code, message: v.message)).json)
+        func violation(_ v: ErrorMessage, _ code: WebSocketErrorCode) {
+            outbox.yield(.text(ControlCodec.encode(ToClient.error(v))))  // the same JSON for every kind of peer
             closing = (code, v.code)
         }
         var failure: (any Error)?
@@ -123,11 +127,11 @@ struct ControlChannel: Sendable {
             loop: for try await message in inbound.messages(maxSize: config.maxMessageBytes * 2) {
                 switch message {
                 case .binary:
-                    violation(ProtocolViolation(code: "unsupported", message: "only text messages are accepted"), .unacceptableData)
+                    violation(ErrorMessage(code: ErrorMessage.unsupported, message: "only text messages are accepted"), .unacceptableData)
                     break loop
                 case .text(let text):
                     guard text.utf8.count <= config.maxMessageBytes else {
-                        violation(ProtocolViolation(code: "too_large", message: "messages are limited to \(config.maxMessageBytes) bytes"), .messageTooLarge)
+                        violation(ErrorMessage(code: ErrorMessage.tooLarge, message: "messages are limited to \(config.maxMessageBytes) bytes"), .messageTooLarge)
                         break loop
                     }
                     switch InboundDecoder.decode(text, role: role) {

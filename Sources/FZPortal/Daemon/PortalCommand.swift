@@ -1,3 +1,4 @@
+import FZControl
 import ArgumentParser
 #if canImport(Glibc)
 import Glibc

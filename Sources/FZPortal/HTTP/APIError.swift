@@ -1,3 +1,4 @@
+import FZControl
 import Foundation
 import Hummingbird
 import Portal
@@ -48,29 +49,7 @@ struct APIError: HTTPResponseError, Equatable {
 
     /// A JSON body that does not decode: name the field (in snake_case, as the client wrote it).
     static func decoding(_ e: DecodingError) -> APIError {
-        func path(_ p: [any CodingKey]) -> String {
-            p.map { k in k.intValue.map(String.init) ?? snake(k.stringValue) }.joined(separator: ".")
-        }
-        switch e {
-        case .keyNotFound(let key, let ctx): return invalid(field: path(ctx.codingPath + [key]), "is required")
-        case .typeMismatch(_, let ctx), .valueNotFound(_, let ctx):
-            return invalid(field: path(ctx.codingPath), "has the wrong type")
-        case .dataCorrupted(let ctx):
-            return ctx.codingPath.isEmpty ? invalid(field: "body", "is not valid JSON") : invalid(field: path(ctx.codingPath), ctx.debugDescription)
-        @unknown default: return invalid(field: "body", "cannot be decoded")
-        }
-    }
-
-    static func snake(_ s: String) -> String {
-        var out = ""
-        for c in s {
-            if c.isUppercase {
-                out += "_" + c.lowercased()
-            } else {
-                out.append(c)
-            }
-        }
-        return out
+        invalid(field: e.fieldPath ?? "body", e.reason)
     }
 }
 

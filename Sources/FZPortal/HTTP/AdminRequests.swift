@@ -1,3 +1,4 @@
+import FZControl
 import Portal
 
 /// Request bodies of the admin API (snake_case on the wire).

@@ -1,3 +1,4 @@
+import FZControl
 import FZDaemon
 import Hummingbird
 import HummingbirdCore

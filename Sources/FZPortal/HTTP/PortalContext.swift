@@ -1,3 +1,4 @@
+import FZControl
 import FZCore
 import Foundation
 import Hummingbird
@@ -19,23 +20,6 @@ public struct PortalContext: RequestContext, WebSocketRequestContext {
 
     public var requestDecoder: JSONDecoder { JSONCoding.decoder }
     public var responseEncoder: JSONEncoder { JSONCoding.encoder }
-}
-
-/// The one JSON convention of the API and the control channel: snake_case keys, sorted for
-/// readable output.
-public enum JSONCoding {
-    public static var encoder: JSONEncoder {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return e
-    }
-
-    public static var decoder: JSONDecoder {
-        let d = JSONDecoder()
-        d.keyDecodingStrategy = .convertFromSnakeCase
-        return d
-    }
 }
 
 /// Any encodable value as a JSON response with a chosen status (`201 Created` for creations).

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import FZControl
 import Glibc
 #endif
 import Hummingbird

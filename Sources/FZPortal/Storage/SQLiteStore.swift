@@ -1,3 +1,4 @@
+import FZControl
 import Foundation
 import GRDB
 import Portal

@@ -1,0 +1,9 @@
+extension String {
+    /// Without leading and trailing whitespace (Foundation-free).
+    package var trimmingSpaces: String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s.removeFirst() }
+        while let l = s.last, l.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}
