@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // MARK: C libraries and shims
@@ -98,6 +99,18 @@ let package = Package(
         // The control protocol both sides share (docs/protocol.md): typed messages and the value
         // types on the wire. Pure: no HTTP server, database or I/O layer.
         .target(name: "FZControl", dependencies: ["FZCore", "FZCrypto"], swiftSettings: strict),
+        // The daemons' side of the control channel: the portal session (WebSocket client,
+        // reconnects, token and URL settings).
+        .target(
+            name: "FZControlClient",
+            dependencies: [
+                "FZControl",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The control plane: pure decisions in Portal, storage and HTTP/WebSocket in FZPortal.
         .target(name: "Portal", dependencies: ["FZCore", "FZCrypto", "FZControl"], swiftSettings: strict),
         .target(
@@ -144,6 +157,8 @@ let package = Package(
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZCrypto", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "FZLinux", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZControlTests", dependencies: ["FZControl", "FZCore", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "FZControlClientTests", dependencies: ["FZControlClient", "FZControl", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "PortalTests", dependencies: ["Portal", "FZControl", "FZCrypto", "FZTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "FZPortalTests",

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh test
 echo "== swift build" >&2
 swift build --product fz-relay
+swift build --product fz-portal
 export FZ_RELAY_BIN="$(swift build --show-bin-path)/fz-relay"
+export FZ_PORTAL_BIN="$(swift build --show-bin-path)/fz-portal"
 echo "== swift test" >&2
 swift test
 echo "== fuzz smoke (libFuzzer)" >&2

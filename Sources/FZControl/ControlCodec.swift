@@ -19,6 +19,28 @@ extension ControlMessage {
     public func validate() throws(ErrorMessage) {}
 }
 
+/// What the portal sends a daemon: the session needs to recognise `reconnect` and `error`
+/// whichever kind of peer it serves.
+public protocol PortalMessage: ControlMessage {
+    var isReconnect: Bool { get }
+    var error: ErrorMessage? { get }
+}
+
+extension ToClient: PortalMessage {
+    public var isReconnect: Bool { self == .reconnect }
+    public var error: ErrorMessage? { if case .error(let e) = self { e } else { nil } }
+}
+
+extension ToGateway: PortalMessage {
+    public var isReconnect: Bool { self == .reconnect }
+    public var error: ErrorMessage? { if case .error(let e) = self { e } else { nil } }
+}
+
+extension ToRelay: PortalMessage {
+    public var isReconnect: Bool { self == .reconnect }
+    public var error: ErrorMessage? { if case .error(let e) = self { e } else { nil } }
+}
+
 /// The wire format (docs/protocol.md): one JSON object per WebSocket text message,
 /// `{"v": 1, "type": "…", …body}`, snake_case keys.
 public enum ControlCodec {
