@@ -203,6 +203,7 @@ public struct ErrorMessage: Codable, Sendable, Hashable, Error {
     public static let unknownPeer = "unknown_peer"
     public static let internalError = "internal"
     public static let tokenRevoked = "token_revoked"
+    public static let tokenExpired = "token_expired"
     public static let registrationFailed = "registration_failed"
 
     public static func malformed(_ message: String) -> Self { Self(code: malformed, message: message) }

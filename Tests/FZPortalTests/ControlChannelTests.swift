@@ -26,6 +26,8 @@ struct ControlHarness {
     let aliceToken: String
     let malloryToken: String
     let relayToken: String
+    /// The portal's wall clock (fixed unless a test moves it).
+    var clock = WallClock { Fixture.now }
 
     init() async throws {
         api = try await APIHarness()
@@ -53,7 +55,7 @@ struct ControlHarness {
     func app() -> some ApplicationProtocol {
         let control = ControlConfiguration(gatewayReplyTimeout: .seconds(5), maxMessageBytes: 4096, heartbeat: .seconds(5))
         let router = PortalApplication.router(
-            store: store, clock: WallClock { Fixture.now }, readiness: api.readiness, registry: PrometheusCollectorRegistry(),
+            store: store, clock: clock, readiness: api.readiness, registry: PrometheusCollectorRegistry(),
             control: control)
         return PortalApplication.application(router: router, host: "127.0.0.1", port: 0, logger: Logger(label: "test"), control: control)
     }

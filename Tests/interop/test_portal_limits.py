@@ -8,8 +8,10 @@ stopped by the test, also on failure; every wait is bounded.
 
 from __future__ import annotations
 
+import os
 import resource
 import selectors
+import subprocess
 import socket
 import time
 
@@ -99,11 +101,14 @@ def test_one_source_gets_at_most_its_limit(portal_bin, tmpdb):
     p = Portal(portal_bin, tmpdb, args=["--max-connections-per-source", "4", "--header-timeout", "30"])
     held = []
     try:
-        held = [connect(p.port, "127.0.0.2") for _ in range(4)]
-        extra = connect(p.port, "127.0.0.2")
-        held.append(extra)
-        assert closed_by_peer(extra, 2.0), "the fifth connection from one source is closed at accept"
-        assert all(not closed_by_peer(s, 0.05) for s in held[:4]), "the first four are held"
+        # Five from one source: exactly one is closed at accept. (Which one is not defined: the
+        # portal sets connections up on several event loops, so the fifth to connect is not
+        # always the fifth to be counted.)
+        held = [connect(p.port, "127.0.0.2") for _ in range(5)]
+        closed = [s for s in held if closed_by_peer(s, 0.5)]
+        assert len(closed) == 1, f"{len(closed)} of 5 connections from one source were closed, expected 1"
+        held = [s for s in held if s not in closed] + closed
+        assert all(not closed_by_peer(s, 0.05) for s in held[:4]), "the other four are held"
         # Another source is not affected.
         assert healthz_seconds(p) < 1.0
         # A held one that closes makes room again.
@@ -135,22 +140,38 @@ def test_healthz_answers_while_20000_idle_sockets_are_held(portal_bin, tmpdb):
     sel = selectors.DefaultSelector()
     try:
         # 100 source addresses, 200 sockets each: under the per-source limit, so the portal
-        # really holds all 20,000 of them.
-        pending = {}
-        for i in range(want):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.bind((f"127.0.1.{1 + i % 100}", 0))
-            s.connect_ex(("127.0.0.1", p.port))
-            socks.append(s)
-            pending[s.fileno()] = s
-            sel.register(s, selectors.EVENT_WRITE)
-        deadline = time.monotonic() + 60
-        while pending and time.monotonic() < deadline:
-            for key, _ in sel.select(timeout=1):
-                sel.unregister(key.fileobj)
-                pending.pop(key.fd, None)
-        assert not pending, f"{len(pending)} of {want} sockets did not connect"
+        # really holds all of them. In batches of 1,000 that the portal accepts before the next:
+        # a connection the kernel completed but the full accept queue dropped is one the client
+        # believes open and the portal never saw, which would prove nothing.
+        def sockets_held() -> int:
+            """Connections from the test's sources that the portal process has accepted (an fd
+            of its own; ones still in the kernel's accept queue have no owner)."""
+            out = subprocess.run(
+                ["ss", "-Htnp", "state", "established", "dst", "127.0.1.0/24", "src", f"127.0.0.1:{p.port}"],
+                capture_output=True, text=True, timeout=30).stdout
+            return sum(1 for line in out.splitlines() if f"pid={p.proc.pid}," in line)
+
+        base = 0
+        for start in range(0, want, 1_000):
+            pending = {}
+            for i in range(start, min(want, start + 1_000)):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setblocking(False)
+                s.bind((f"127.0.1.{1 + i % 100}", 0))
+                s.connect_ex(("127.0.0.1", p.port))
+                socks.append(s)
+                pending[s.fileno()] = s
+                sel.register(s, selectors.EVENT_WRITE)
+            deadline = time.monotonic() + 30
+            while pending and time.monotonic() < deadline:
+                for key, _ in sel.select(timeout=1):
+                    sel.unregister(key.fileobj)
+                    pending.pop(key.fd, None)
+            assert not pending, f"{len(pending)} of a batch of sockets did not connect"
+            while sockets_held() < base + len(socks) and time.monotonic() < deadline:
+                time.sleep(0.05)  # polling a count with a deadline
+            held = sockets_held() - base
+            assert held >= len(socks), f"the portal accepted {held} of {len(socks)} sockets"
         # Accepted and held: none of them was closed by the portal.
         for s in socks:
             sel.register(s, selectors.EVENT_READ)

@@ -55,6 +55,9 @@ public actor Broker {
         var outbox: AsyncStream<Outgoing>.Continuation
         /// The token the connection authenticated with (revoking it closes the connection).
         var token: TokenID? = nil
+        /// When that token expires: the connection is closed then (`token_expired`), and no
+        /// message is acted on after it.
+        var expiresAt: UnixTime? = nil
         /// For a client: the resources it was last told it may see.
         var visible: [ResourceID: ResourceView] = [:]
     }
@@ -73,6 +76,14 @@ public actor Broker {
         var source: IPAddress?
         /// The client token the request came with.
         var token: TokenID? = nil
+        /// The token of the gateway connection that accepted it: only a connection with the same
+        /// token gets it back in `init` (a stolen public key alone gets no preshared keys).
+        var gatewayToken: TokenID? = nil
+    }
+
+    enum BrokerError: Error, CustomStringConvertible {
+        case alreadyConnected
+        var description: String { "a peer with this public key is connected now (one connection per key)" }
     }
 
     let store: any PortalStore
@@ -85,6 +96,9 @@ public actor Broker {
     private var gatewayPeers: [GatewayID: PeerID] = [:]
     private var clientPeers: [ClientID: PeerID] = [:]
     private var relayPeers: [RelayID: PeerID] = [:]
+    /// Gateways and clients connected (or connecting) now, by role and public key.
+    private var keyPeers: [String: PeerID] = [:]
+    private var connectingKeys: Set<String> = []
     private var selector = GatewaySelector()
     private var pending: [RequestID: Flow] = [:]
     private var flows: [FlowKey: Flow] = [:]
@@ -102,7 +116,19 @@ public actor Broker {
     // MARK: Presence
 
     /// Registers the peer in storage, sends its `init`, and tells affected peers it is online.
-    func connect(_ identity: PeerIdentity, source: IPAddress?, token: TokenID? = nil, outbox: AsyncStream<Outgoing>.Continuation) async throws -> PeerID {
+    func connect(
+        _ identity: PeerIdentity, source: IPAddress?, token: TokenID? = nil, tokenExpiresAt: UnixTime? = nil,
+        outbox: AsyncStream<Outgoing>.Continuation
+    ) async throws -> PeerID {
+        // One live connection per public key: a second one (a copy of the key, or a peer whose
+        // old connection is not yet known dead — the heartbeat finds that within two periods)
+        // is refused, and never receives what the first one's requests are answered with.
+        let key = Self.key(identity)
+        if let key {
+            guard keyPeers[key] == nil, !connectingKeys.contains(key) else { throw BrokerError.alreadyConnected }
+            connectingKeys.insert(key)
+        }
+        defer { if let key { connectingKeys.remove(key) } }
         let secret = try await secret()
         let kind: Kind
         switch identity {
@@ -120,12 +146,13 @@ public actor Broker {
 
         nextPeerID += 1
         let id = nextPeerID
-        peers[id] = Peer(kind: kind, outbox: outbox, token: token, visible: Dictionary(visible.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
+        if let key { keyPeers[key] = id }
+        peers[id] = Peer(kind: kind, outbox: outbox, token: token, expiresAt: tokenExpiresAt, visible: Dictionary(visible.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
         let now = clock.now()
         switch kind {
         case .gateway(let g):
             gatewayPeers[g.id] = id
-            let auths = flows.values.filter { $0.gateway == g.id && $0.authorize.expiresAt > now }.map(\.authorize)
+            let auths = flows.values.filter { $0.gateway == g.id && $0.authorize.expiresAt > now && $0.gatewayToken == token }.map(\.authorize)
             send(id, ToGateway.initialize(GatewayInit(gatewayId: g.id, siteId: g.siteId, relays: relays(for: g.id.rawValue, secret: secret, end: nil), authorizations: auths)))
             let interested = Set(flows.values.filter { $0.siteId == g.siteId }.map(\.authorize.clientId))
             for c in interested { if let p = clientPeers[c] { send(p, ToClient.presence(Presence(gatewayId: g.id, online: true))) } }
@@ -150,6 +177,13 @@ public actor Broker {
             outbox.yield(.text(ControlCodec.encode(ToClient.reconnect)))
             outbox.finish()
         }
+        if let end = tokenExpiresAt {
+            let wait = Duration.seconds(max(0, end.seconds - now.seconds))
+            Task { [weak self] in
+                try? await Task.sleep(for: wait)
+                await self?.tokenExpired(id)
+            }
+        }
         logger.info("peer connected", metadata: ["peer": "\(describe(kind))"])
         return id
     }
@@ -158,6 +192,7 @@ public actor Broker {
     func disconnect(_ id: PeerID) {
         guard let peer = peers.removeValue(forKey: id) else { return }
         peer.outbox.finish()
+        if let key = Self.key(peer.kind), keyPeers[key] == id { keyPeers[key] = nil }
         switch peer.kind {
         case .gateway(let g):
             guard gatewayPeers[g.id] == id else { return }  // replaced by a newer connection
@@ -210,6 +245,9 @@ public actor Broker {
 
     func handle(_ id: PeerID, _ message: PeerMessage) async {
         guard let peer = peers[id], !isDraining else { return }
+        // Checked on every message too (not only by the timer): a wall clock that jumped must
+        // not let an expired token's connection make one more intent.
+        if let end = peer.expiresAt, clock.now() >= end { return tokenExpired(id) }
         switch (message, peer.kind) {
         case (.client(.ping), .client): send(id, ToClient.pong)
         case (.gateway(.ping), .gateway): send(id, ToGateway.pong)
@@ -282,10 +320,11 @@ public actor Broker {
     }
 
     private func authorized(gateway: Gateway, requestID: RequestID) {
-        guard let flow = pending[requestID], flow.gateway == gateway.id else {
+        guard var flow = pending[requestID], flow.gateway == gateway.id else {
             return sendTo(gateway: gateway.id, .error(ErrorMessage(code: ErrorMessage.unknownRequest, message: "no pending request \(requestID)")))
         }
         pending[requestID] = nil
+        flow.gatewayToken = gatewayPeers[gateway.id].flatMap { peers[$0]?.token }
         let a = flow.authorize
         let key = FlowKey(client: a.clientId, resource: a.resource.id)
         // A new authorization for the same client and resource replaces the old one; a different
@@ -400,6 +439,23 @@ public actor Broker {
         }
     }
 
+    /// The connection's token reached its expiry: `error {code: "token_expired"}`, a 1008 close,
+    /// offline. Its authorizations end with it (they were capped at the token's expiry).
+    private func tokenExpired(_ pid: PeerID) {
+        guard let peer = peers[pid] else { return }
+        let expired = ErrorMessage(code: ErrorMessage.tokenExpired, message: "the token of this connection expired")
+        peer.outbox.yield(.text(ControlCodec.encode(ToClient.error(expired))))
+        peer.outbox.yield(.close(reason: ErrorMessage.tokenExpired))
+        if let token = peer.token {
+            for (key, flow) in flows where flow.token == token {
+                flows[key] = nil
+                sendTo(gateway: flow.gateway, .revoke(Revoke(clientId: key.client, resourceId: key.resource)))
+            }
+            for (rid, flow) in pending where flow.token == token { pending[rid] = nil }
+        }
+        disconnect(pid)
+    }
+
     // MARK: Helpers
 
     private func deny(_ client: ClientID, _ resource: ResourceID, _ reason: DenialReason) {
@@ -451,6 +507,28 @@ public actor Broker {
         let groups = try await store.groupIDs(ofActor: actor)
         let granted = Set(try await store.policies().filter { groups.contains($0.groupId) }.map(\.resourceId))
         return try await store.resources().filter { granted.contains($0.id) }.map(ResourceView.init)
+    }
+
+    /// Whether a peer with this identity's public key is connected now.
+    func isConnected(_ identity: PeerIdentity) -> Bool {
+        guard let key = Self.key(identity) else { return false }
+        return keyPeers[key] != nil || connectingKeys.contains(key)
+    }
+
+    private static func key(_ identity: PeerIdentity) -> String? {
+        switch identity {
+        case .gateway(_, _, let k): "gateway:\(k.base64)"
+        case .client(_, _, let k, _): "client:\(k.base64)"
+        case .relay: nil
+        }
+    }
+
+    private static func key(_ kind: Kind) -> String? {
+        switch kind {
+        case .gateway(let g): "gateway:\(g.publicKey.base64)"
+        case .client(let c, _, _): "client:\(c.publicKey.base64)"
+        case .relay: nil
+        }
     }
 
     private func describe(_ k: Kind) -> String {

@@ -28,15 +28,18 @@ struct ControlChannel: Sendable {
     }
 
     private func upgrade(_ role: PeerRole, _ request: Request) async throws -> RouterShouldUpgrade {
-        _ = try await identify(role, request)
+        let (identity, _) = try await identify(role, request)
+        if await broker.isConnected(identity) {
+            throw APIError.conflict(field: "public_key", "a peer with this public key is connected now (one connection per key)")
+        }
         return .upgrade([:])
     }
 
     /// Who is connecting: the token must be valid and of the endpoint's scope; the query
     /// parameters must be well formed. Reads only; registration happens after the upgrade.
-    func identify(_ role: PeerRole, _ request: Request) async throws -> (identity: PeerIdentity, token: TokenID) {
+    func identify(_ role: PeerRole, _ request: Request) async throws -> (identity: PeerIdentity, token: Token) {
         guard let token = try await authenticator.token(from: request.headers) else { throw APIError.peerUnauthorized }
-        return (try identity(role, request, token), token.id)
+        return (try identity(role, request, token), token)
     }
 
     private func identity(_ role: PeerRole, _ request: Request, _ token: Token) throws -> PeerIdentity {
@@ -95,7 +98,12 @@ struct ControlChannel: Sendable {
         let (stream, outbox) = AsyncStream<Outgoing>.makeStream()
         let peer: Broker.PeerID
         do {
-            peer = try await broker.connect(identity, source: source, token: token, outbox: outbox)
+            peer = try await broker.connect(identity, source: source, token: token.id, tokenExpiresAt: token.expiresAt, outbox: outbox)
+        } catch let e as Broker.BrokerError {
+            // Lost the race to another connection with the same key after the upgrade check.
+            try? await outbound.write(.text(ControlCodec.encode(ToClient.error(ErrorMessage(code: "conflict", message: e.description)))))
+            try await outbound.close(.policyViolation, reason: "conflict")
+            return
         } catch {
             logger.warning("control channel registration failed", metadata: ["error": "\(error)"])
             let failed = ErrorMessage(code: ErrorMessage.registrationFailed, message: "\(error)")

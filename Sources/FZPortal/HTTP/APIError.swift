@@ -1,6 +1,7 @@
 import FZControl
 import Foundation
 import Hummingbird
+import NIOCore
 import Portal
 
 /// Every error the API returns, as `{"error": CODE, "message": TEXT, "field": NAME?}`.
@@ -43,6 +44,19 @@ struct APIError: HTTPResponseError, Equatable {
             case .addressPoolExhausted, .unsupportedURL: return error
             }
         case let e as DecodingError: return decoding(e)
+        case let e as HTTPError:
+            // The framework's own refusals (no such route, body too large, wrong method) get the
+            // same JSON shape as ours.
+            let code: String = switch e.status {
+                case .notFound: "not_found"
+                case .contentTooLarge: "too_large"
+                case .methodNotAllowed: "method_not_allowed"
+                case .unauthorized: "unauthorized"
+                default: e.status.code < 500 ? "invalid" : "internal"
+            }
+            return APIError(status: e.status, code: code, message: e.body ?? e.status.reasonPhrase.lowercased())
+        case is NIOTooManyBytesError:
+            return APIError(status: .contentTooLarge, code: "too_large", message: "the body is larger than the limit")
         default: return error
         }
     }

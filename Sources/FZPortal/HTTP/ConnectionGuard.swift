@@ -1,5 +1,6 @@
 import Hummingbird
 import HummingbirdCore
+import HTTPTypes
 import HummingbirdWebSocket
 import Logging
 import NIOCore
@@ -74,6 +75,7 @@ struct GuardedChannel: ServerChildChannel {
     let inner: HTTP1WebSocketUpgradeChannel
     let counter: ConnectionCounter
     let headerTimeout: TimeAmount
+    let preflight: UpgradePreflight.Check
 
     struct Refused: Error {}
 
@@ -86,10 +88,13 @@ struct GuardedChannel: ServerChildChannel {
         let counter = self.counter
         channel.closeFuture.whenComplete { _ in counter.release(source) }
         let timeout = headerTimeout
+        let preflight = self.preflight
         return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
             let ops = channel.pipeline.syncOperations
             let decoder = try ops.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try ops.addHandler(FirstHeadDeadline(timeout: timeout), position: .after(decoder))
+            let deadline = FirstHeadDeadline(timeout: timeout)
+            try ops.addHandler(deadline, position: .after(decoder))
+            try ops.addHandler(UpgradePreflight(check: preflight, logger: logger), position: .after(deadline))
             return value
         }
     }
@@ -104,11 +109,23 @@ struct GuardedChannel: ServerChildChannel {
         let webSocketResponder = router.buildResponder()
         let counter = ConnectionCounter(limit: limits.maxConnectionsPerSource)
         let timeout = TimeAmount(limits.headerTimeout)
+        // Would the router upgrade this request? Asked before the WebSocket upgrader sees it,
+        // so that a refusal is answered by the router as plain HTTP (401/400/409 with the JSON
+        // error) instead of the upgrader's bare 400.
+        let check: UpgradePreflight.Check = { head, channel, logger in
+            var fields = HTTPFields()
+            for (name, value) in head.headers { if let n = HTTPField.Name(name) { fields.append(HTTPField(name: n, value: value)) } }
+            let request = Request(
+                head: HTTPRequest(method: .get, scheme: "http", authority: nil, path: head.uri, headerFields: fields),
+                body: RequestBody(buffer: ByteBuffer()))
+            let context = PortalContext(source: .init(channel: channel, logger: logger))
+            do { return try await webSocketResponder.respond(to: request, context: context).status == .ok } catch { return false }
+        }
         return HTTPServerBuilder { responder in
             GuardedChannel(
                 inner: HTTP1WebSocketUpgradeChannel(
                     responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),
-                counter: counter, headerTimeout: timeout)
+                counter: counter, headerTimeout: timeout, preflight: check)
         }
     }
 }
@@ -148,5 +165,66 @@ final class FirstHeadDeadline: ChannelInboundHandler, RemovableChannelHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// Holds a WebSocket upgrade request (`Upgrade:` on `/api/v1/ws/…`) until the router said it
+/// would upgrade it. When not, the upgrade headers are taken off and the request goes on as plain
+/// HTTP: the router answers it like any other request, with the status and JSON error of the
+/// refusal (docs/protocol.md), and no WebSocket is opened. Removes itself after the first request.
+final class UpgradePreflight: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias Check = @Sendable (HTTPRequestHead, any Channel, Logger) async -> Bool
+
+    let check: Check
+    let logger: Logger
+    private var held: [HTTPServerRequestPart] = []
+    private var checking = false
+
+    init(check: @escaping Check, logger: Logger) {
+        self.check = check
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if checking {
+            held.append(part)
+            return
+        }
+        guard case .head(let head) = part, head.uri.hasPrefix("/api/v1/ws/"), head.headers.contains(name: "upgrade") else {
+            context.fireChannelRead(data)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        checking = true
+        held = [part]
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let channel = context.channel
+        let check = self.check
+        let logger = self.logger
+        Task {
+            let upgrade = await check(head, channel, logger)
+            channel.eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.release(context: context, upgrade: upgrade)
+            }
+        }
+    }
+
+    private func release(context: ChannelHandlerContext, upgrade: Bool) {
+        var parts = held
+        held = []
+        if !upgrade, case .head(var head) = parts.first {
+            head.headers.remove(name: "upgrade")
+            head.headers.remove(name: "connection")
+            head.headers.remove(name: "sec-websocket-key")
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            parts[0] = .head(head)
+        }
+        for p in parts { context.fireChannelRead(wrapInboundOut(p)) }
+        context.fireChannelReadComplete()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

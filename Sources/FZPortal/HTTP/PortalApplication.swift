@@ -17,6 +17,8 @@ public enum PortalApplication {
     ) -> Router<PortalContext> {
         let broker = broker ?? Broker(store: store, clock: clock, config: control)
         let router = Router(context: PortalContext.self)
+        // Every refusal, the framework's too (404, 413), answers the API's JSON error.
+        router.add(middleware: APIErrorMiddleware())
         // `/readyz`: ready once migrations ran and the listener is up.
         DaemonEndpoints.addRoutes(to: router, readiness: readiness) { registry.emitToString() }
         let authenticator = TokenAuthenticator(store: store, clock: clock)
@@ -35,7 +37,8 @@ public enum PortalApplication {
         // Frames may be larger than the message limit, so an oversized message gets a JSON
         // `error` before the close rather than a bare protocol close.
         let ws = WebSocketServerConfiguration(
-            maxFrameSize: max(1 << 16, control.maxMessageBytes * 2), autoPing: .enabled(timePeriod: control.heartbeat))
+            maxFrameSize: max(1 << 16, control.maxMessageBytes * 2), autoPing: .enabled(timePeriod: control.heartbeat),
+            validateUTF8: true)
         let http1 = HTTP1Channel.Configuration(
             idleTimeout: TimeAmount(limits.idleTimeout),
             httpDecoderConfiguration: .init(maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes))
