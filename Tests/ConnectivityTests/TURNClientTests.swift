@@ -140,7 +140,7 @@ struct TURNClientDataTests {
         #expect(sim.server.permissionCount(of: FiveTuple(client: clientAddress, listener: serverAddress)) == 1)
 
         let out = try unwrap(sim.client.send(to: peer, payload: [1, 2, 3], now: sim.now))
-        #expect(PacketKind.classify(out.bytes.withUnsafeBytes { $0 }) == .stun)
+        #expect(out.bytes.withUnsafeBytes { PacketKind.classify($0) } == .stun)
         sim.client.transmits.append(out)
         sim.pump()
         #expect(sim.atPeer.count == 1)
