@@ -25,7 +25,7 @@ import STUN
 /// - After a loss, `allocate` makes a new allocation and reinstalls the permissions and channels
 ///   that were asked for, with the same channel numbers.
 public struct TURNClient {
-    public let config: TURNClientConfig
+    public private(set) var config: TURNClientConfig
     public internal(set) var state: State = .idle
     public internal(set) var stats = TURNClientStats()
 
@@ -37,6 +37,13 @@ public struct TURNClient {
         case deallocated
         case failed(TURNFailure)
     }
+
+    /// The realm the server announced in its 401 (nil before the first challenge).
+    public var realm: String? { auth?.realm }
+
+    /// Changes how requests sent from now on are retransmitted (a caller with several phases,
+    /// such as a benchmark, gives each its own patience).
+    public mutating func setRetransmission(_ schedule: RetransmissionSchedule) { config.retransmission = schedule }
 
     /// The relayed transport address while allocated.
     public var relayedAddress: SocketAddress? {
@@ -312,6 +319,7 @@ public struct TURNClient {
         switch kind {
         case .allocate:
             attrs = [.requestedTransport(17)]
+            if let f = config.requestedAddressFamily { attrs.append(.requestedAddressFamily(f)) }
             if let l = requestedLifetimeSeconds { attrs.append(.lifetime(l)) }
         case .refresh(let l):
             attrs = [.lifetime(l)]

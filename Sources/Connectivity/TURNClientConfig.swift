@@ -59,6 +59,9 @@ public struct TURNClientConfig: Sendable {
     /// LIFETIME asked for in Allocate and Refresh; nil leaves it to the server (RFC 8656 §7.2: 10 min).
     public var requestedLifetime: Duration?
     public var retransmission: RetransmissionSchedule = .rfc8489
+    /// REQUESTED-ADDRESS-FAMILY (RFC 8656 §7.1): without it the server relays over IPv4, so an
+    /// IPv6 peer needs `.v6` here.
+    public var requestedAddressFamily: AddressFamily?
     /// Use SHA-256 long-term keys and MESSAGE-INTEGRITY-SHA256 when the server offers them
     /// (RFC 8489 §9.2.4); MD5 and MESSAGE-INTEGRITY otherwise.
     public var allowSHA256 = true
