@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "fz-portal", targets: ["fz-portal"]),
         .library(name: "STUN", targets: ["STUN"]),
         .library(name: "TURN", targets: ["TURN"]),
+        .library(name: "Connectivity", targets: ["Connectivity"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -50,6 +51,8 @@ let package = Package(
             swiftSettings: strict),
         .target(name: "STUN", dependencies: ["FZCore", "FZCrypto", "CIDN"], swiftSettings: strict),
         .target(name: "TURN", dependencies: ["FZCore", "STUN", "FZCrypto"], swiftSettings: strict),
+        // The connectivity engine: the TURN client (and, later, the ICE agent), sans-IO.
+        .target(name: "Connectivity", dependencies: ["FZCore", "STUN", "FZCrypto"], swiftSettings: strict),
         .target(name: "WireGuard", dependencies: ["FZCore", "FZCrypto", "CSodium"], swiftSettings: strict),
 
         // MARK: The Linux I/O layer: owns every syscall
@@ -156,6 +159,9 @@ let package = Package(
             name: "STUNTests", dependencies: ["STUN", "FZTestSupport"], resources: [.copy("Vectors")],
             swiftSettings: strict),
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN", "FZCrypto", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "ConnectivityTests", dependencies: ["Connectivity", "TURN", "STUN", "FZLinux", "FZTestSupport"],
+            swiftSettings: strict),
         .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "FZLinux", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZControlTests", dependencies: ["FZControl", "FZCore", "FZTestSupport"], swiftSettings: strict),
         .testTarget(
