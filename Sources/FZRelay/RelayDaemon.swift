@@ -64,20 +64,17 @@ extension RelayDaemon {
     /// Binds every shard's sockets and registers them with its (not yet running) loop.
     static func makeShards(settings: RelaySettings, directory: ShardDirectory, metrics: RelayMetrics, watchdog: Watchdog? = nil,
                            logger: Logger)
-        throws(SystemError) -> [LoopConfined<RelayShard>]
+        throws -> [LoopConfined<RelayShard>]
     {
-        // SO_REUSEPORT (several shards on one port) would also let a second relay process of the
-        // same user bind the same address, and the kernel would silently split clients between
-        // the two. A bind without it fails while anyone serves the address, so probe first.
-        if settings.threads > 1 {
-            for address in settings.listeners {
-                do {
-                    try UDPSocket(bindingTo: address).close()
-                } catch {
-                    throw SystemError(errno: error.errno, call: "bind(\(address)): already served by another process?")
-                }
-            }
+        // One relay per address: no other process may serve a listening address (ListenerClaim).
+        try ListenerClaim.exclusively(udp: settings.listeners) {
+            try bindShards(settings: settings, directory: directory, metrics: metrics, watchdog: watchdog, logger: logger)
         }
+    }
+
+    private static func bindShards(settings: RelaySettings, directory: ShardDirectory, metrics: RelayMetrics,
+                                   watchdog: Watchdog?, logger: Logger) throws(SystemError) -> [LoopConfined<RelayShard>]
+    {
         // One nonce secret for all shards: a nonce issued by one is valid at the others.
         let nonceSecret = NonceIssuer.randomSecret()
         var shards: [LoopConfined<RelayShard>] = []

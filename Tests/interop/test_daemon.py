@@ -408,15 +408,54 @@ def test_json_log_format_writes_one_json_object_per_line(start_relay):
     assert all(isinstance(r, dict) for r in records), records
 
 
+def _plain_env():
+    return {k: v for k, v in os.environ.items() if not k.startswith("FZ_RELAY_")}
+
+
+@pytest.mark.parametrize("first_threads", ["1", "2"])
 @pytest.mark.parametrize("threads", ["1", "2"])
-def test_a_second_relay_on_a_served_address_fails_naming_it(start_relay, relay_bin, threads):
+def test_a_second_relay_on_a_served_address_fails_naming_it(start_relay, relay_bin, first_threads, threads):
     # With several shards every listening socket has SO_REUSEPORT, which would also let a second
     # relay process of the same user share the port, the kernel splitting clients between them.
-    first = start_relay("--threads", "2")
+    first = start_relay("--threads", first_threads)
     second = subprocess.run(
         [relay_bin, "--listening-ip", first.host, "--listening-port", str(first.port), "--threads", threads,
          "--min-port", "40000", "--max-port", "59999"],
-        capture_output=True, text=True, timeout=20, env={k: v for k, v in os.environ.items() if not k.startswith("FZ_RELAY_")})
+        capture_output=True, text=True, timeout=20, env=_plain_env())
     assert second.returncode != 0, second.stderr
-    assert "Address already in use" in second.stderr and f"{first.host}:{first.port}" in second.stderr, second.stderr
+    assert f"address in use: {first.host}:{first.port} (UDP)" in second.stderr, second.stderr
+    assert "Address already in use" in second.stderr, second.stderr
     assert first.alive() and first.binding() is not None
+
+
+def test_relays_started_at_once_on_one_address_leave_exactly_one_serving(relay_bin, tmp_path):
+    # The probe alone would leave a window (both probe, both bind with SO_REUSEPORT); the
+    # start-up lock closes it. Started together, all but one must exit with "address in use".
+    from conftest import free_port, kill_process
+
+    port = free_port()
+    procs = []
+    logs = []
+    try:
+        for i in range(4):
+            log = open(tmp_path / f"racer{i}.log", "wb")
+            logs.append(log)
+            procs.append(subprocess.Popen(
+                [relay_bin, "--listening-ip", "127.0.0.1", "--listening-port", str(port), "--threads", "2",
+                 "--min-port", str(40000 + 5000 * i), "--max-port", str(44999 + 5000 * i)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_plain_env()))
+        wait_for(lambda: sum(p.poll() is not None for p in procs) >= 3, 20, what="three of four relays to exit")
+        running = [p for p in procs if p.poll() is None]
+        texts = [(tmp_path / f"racer{i}.log").read_text(errors="replace") for i in range(4)]
+        assert len(running) == 1, texts
+        for p, text in zip(procs, texts):
+            if p.poll() is not None:
+                assert p.returncode != 0 and f"address in use: 127.0.0.1:{port} (UDP)" in text, text
+        wait_for(lambda: stunproto.binding("127.0.0.1", port, timeout=0.2) is not None, 10,
+                 what="the remaining relay to answer")
+        assert running[0].poll() is None
+    finally:
+        for p in procs:
+            kill_process(p)
+        for log in logs:
+            log.close()
