@@ -300,3 +300,51 @@ def test_bad_flags_exit_nonzero_naming_the_flag(portal_bin, tmp_path, args, flag
     r = subprocess.run([portal_bin, "serve", *args], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert flag in r.stderr, r.stderr
+
+
+def test_metrics_record_intents_peers_and_refusals(portal_bin, tmpdb):
+    """/metrics is recorded, not just served: intents by outcome with their latency, connected
+    peers by kind, presence pushes and refused registrations."""
+    p = Portal(portal_bin, tmpdb)
+    try:
+        p.read_admin_token()
+        site = cli(portal_bin, p, "site", "create", "north")
+        act = cli(portal_bin, p, "actor", "create", "alice")
+        grp = cli(portal_bin, p, "group", "create", "eng")
+        cli(portal_bin, p, "membership", "add", "--group", grp["id"], "--actor", act["id"])
+        res = cli(portal_bin, p, "resource", "create", "--site", site["id"], "--address", "10.0.0.0/24", "db")
+        cli(portal_bin, p, "policy", "create", "--group", grp["id"], "--resource", res["id"])
+        st = cli(portal_bin, p, "token", "create", "--scope", "site", "--subject", site["id"])["secret"]
+        ct = cli(portal_bin, p, "token", "create", "--scope", "client", "--subject", act["id"])["secret"]
+
+        async def scenario():
+            gw, cl = await _open_peers(p, st, ct)
+            await cl.send(json.dumps({"v": 1, "type": "request_access", "resource_id": res["id"]}))
+            auth = json.loads(await asyncio.wait_for(gw.recv(), 5))
+            assert auth["type"] == "authorize", auth
+            await gw.send(json.dumps({"v": 1, "type": "authorized", "request_id": auth["request_id"]}))
+            assert json.loads(await asyncio.wait_for(cl.recv(), 5))["type"] == "access_granted"
+            await cl.send(json.dumps({"v": 1, "type": "request_access", "resource_id": "res_nope"}))
+            denied = json.loads(await asyncio.wait_for(cl.recv(), 5))
+            assert denied["reason"] == "not_found", denied
+            return await asyncio.to_thread(http_get, p.url + "/metrics")
+
+        status, body = asyncio.run(scenario())
+        text = body.decode() if isinstance(body, bytes) else body
+        assert status == 200
+
+        def value(line_start: str) -> float:
+            for line in text.splitlines():
+                if line.startswith(line_start):
+                    return float(line.rsplit(" ", 1)[1])
+            raise AssertionError(f"no {line_start} in /metrics:\n{text}")
+
+        assert value('fz_portal_intents_total{result="granted"}') == 1
+        assert value('fz_portal_intents_total{result="not_found"}') == 1
+        assert value('fz_portal_intents_total{result="forbidden"}') == 0
+        assert value("fz_portal_intent_duration_seconds_count") == 2
+        assert value('fz_portal_connected_peers{kind="gateway"}') == 1
+        assert value('fz_portal_connected_peers{kind="client"}') == 1
+        assert value('fz_portal_registrations_refused_total{reason="conflict"}') == 0
+    finally:
+        p.stop()

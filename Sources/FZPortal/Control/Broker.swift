@@ -1,6 +1,7 @@
 import FZControl
 import FZCore
 import Logging
+import Prometheus
 import Portal
 import Synchronization
 import FZCrypto
@@ -79,6 +80,8 @@ public actor Broker {
         /// The token of the gateway connection that accepted it: only a connection with the same
         /// token gets it back in `init` (a stolen public key alone gets no preshared keys).
         var gatewayToken: TokenID? = nil
+        /// When the client asked (for the intent latency metric).
+        var startedAt: ContinuousClock.Instant? = nil
     }
 
     enum BrokerError: Error, CustomStringConvertible {
@@ -90,6 +93,7 @@ public actor Broker {
     let clock: WallClock
     let config: ControlConfiguration
     let logger: Logger
+    let metrics: PortalMetrics
 
     private var nextPeerID: PeerID = 0
     private var peers: [PeerID: Peer] = [:]
@@ -106,7 +110,11 @@ public actor Broker {
     private let drainingFlag = Atomic<Bool>(false)
     private var resyncTask: Task<Void, Never>?
 
-    public init(store: any PortalStore, clock: WallClock, config: ControlConfiguration = ControlConfiguration(), logger: Logger = Logger(label: "fz-portal.broker")) {
+    public init(
+        store: any PortalStore, clock: WallClock, config: ControlConfiguration = ControlConfiguration(),
+        logger: Logger = Logger(label: "fz-portal.broker"), metrics: PortalMetrics = PortalMetrics(registry: PrometheusCollectorRegistry())
+    ) {
+        self.metrics = metrics
         self.store = store
         self.clock = clock
         self.config = config
@@ -148,6 +156,7 @@ public actor Broker {
         let id = nextPeerID
         if let key { keyPeers[key] = id }
         peers[id] = Peer(kind: kind, outbox: outbox, token: token, expiresAt: tokenExpiresAt, visible: Dictionary(visible.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
+        countPeers()
         let now = clock.now()
         switch kind {
         case .gateway(let g):
@@ -193,13 +202,14 @@ public actor Broker {
         guard let peer = peers.removeValue(forKey: id) else { return }
         peer.outbox.finish()
         if let key = Self.key(peer.kind), keyPeers[key] == id { keyPeers[key] = nil }
+        countPeers()
         switch peer.kind {
         case .gateway(let g):
             guard gatewayPeers[g.id] == id else { return }  // replaced by a newer connection
             gatewayPeers[g.id] = nil
             for (rid, flow) in pending where flow.gateway == g.id {
                 pending[rid] = nil
-                deny(flow.authorize.clientId, flow.authorize.resource.id, .offline)
+                deny(flow.authorize.clientId, flow.authorize.resource.id, .offline, since: flow.startedAt)
             }
             let affected = Set(flows.values.filter { $0.gateway == g.id }.map(\.authorize.clientId))
             for c in affected { if let p = clientPeers[c] { send(p, ToClient.presence(Presence(gatewayId: g.id, online: false))) } }
@@ -276,10 +286,11 @@ public actor Broker {
 
     private func requestAccess(peer: PeerID, client: Client, source: IPAddress?, sessionEnd: UnixTime?, resourceID: ResourceID, token: TokenID?) async {
         let now = clock.now()
+        let started = ContinuousClock.now
         let resource: Resource
         let decision: PolicyDecision
         do {
-            guard let r = try await store.resource(resourceID) else { return deny(client.id, resourceID, .notFound) }
+            guard let r = try await store.resource(resourceID) else { return deny(client.id, resourceID, .notFound, since: started) }
             resource = r
             let groups = try await store.groupIDs(ofActor: client.actorId)
             let policies = try await store.policies(forResource: resourceID)
@@ -288,14 +299,14 @@ public actor Broker {
             logger.error("request_access failed", metadata: ["error": "\(error)"])
             return send(peer, ToClient.error(ErrorMessage(code: ErrorMessage.internalError, message: "try again")))
         }
-        guard case .allowed = decision else { return deny(client.id, resourceID, .forbidden) }
+        guard case .allowed = decision else { return deny(client.id, resourceID, .forbidden, since: started) }
         guard peers[peer] != nil else { return }
         let online = gatewayPeers.compactMap { gid, pid -> GatewayID? in
             if case .gateway(let g) = peers[pid]?.kind, g.siteId == resource.siteId { return gid }
             return nil
         }
         guard let gid = selector.select(site: resource.siteId, online: online), let gpeer = gatewayPeers[gid] else {
-            return deny(client.id, resourceID, .offline)
+            return deny(client.id, resourceID, .offline, since: started)
         }
         var expiry = now + config.authorizationLifetime
         if let end = sessionEnd, end < expiry { expiry = end }
@@ -305,7 +316,8 @@ public actor Broker {
             clientTunnelIps: [.v4(client.ipv4), .v6(client.ipv6)], resource: ResourceView(resource),
             filters: resource.filters, expiresAt: expiry, iceCredentials: IcePair(client: .random(), gateway: .random()),
             presharedKey: .random())
-        pending[requestID] = Flow(authorize: auth, gateway: gid, siteId: resource.siteId, actor: client.actorId, source: source, token: token)
+        pending[requestID] = Flow(
+            authorize: auth, gateway: gid, siteId: resource.siteId, actor: client.actorId, source: source, token: token, startedAt: started)
         send(gpeer, ToGateway.authorize(auth))
         let timeout = config.gatewayReplyTimeout
         Task { [weak self] in
@@ -316,7 +328,7 @@ public actor Broker {
 
     private func expire(_ requestID: RequestID) {
         guard let flow = pending.removeValue(forKey: requestID) else { return }
-        deny(flow.authorize.clientId, flow.authorize.resource.id, .offline)
+        deny(flow.authorize.clientId, flow.authorize.resource.id, .offline, since: flow.startedAt)
     }
 
     private func authorized(gateway: Gateway, requestID: RequestID) {
@@ -333,6 +345,7 @@ public actor Broker {
             sendTo(gateway: old.gateway, .revoke(Revoke(clientId: a.clientId, resourceId: a.resource.id)))
         }
         flows[key] = flow
+        metrics.intent(nil, since: flow.startedAt)
         guard let cp = clientPeers[a.clientId], case .client(_, _, let end) = peers[cp]?.kind, let secret = turnSecret else { return }
         send(cp, ToClient.accessGranted(AccessGranted(
             resourceId: a.resource.id, gatewayId: gateway.id, gatewayPublicKey: gateway.publicKey, siteId: gateway.siteId,
@@ -458,13 +471,28 @@ public actor Broker {
 
     // MARK: Helpers
 
-    private func deny(_ client: ClientID, _ resource: ResourceID, _ reason: DenialReason) {
+    private func deny(_ client: ClientID, _ resource: ResourceID, _ reason: DenialReason, since start: ContinuousClock.Instant?) {
+        metrics.intent(reason, since: start)
         guard let p = clientPeers[client] else { return }
         send(p, ToClient.accessDenied(AccessDenied(resourceId: resource, reason: reason)))
     }
 
     private func send<M: ControlMessage>(_ peer: PeerID, _ message: M) {
-        peers[peer]?.outbox.yield(.text(ControlCodec.encode(message)))
+        guard let p = peers[peer] else { return }
+        if message.type == "presence" { metrics.presencePushes.increment() }
+        p.outbox.yield(.text(ControlCodec.encode(message)))
+    }
+
+    private func countPeers() {
+        var n: [PeerRole: Int] = [.gateway: 0, .client: 0, .relay: 0]
+        for p in peers.values {
+            switch p.kind {
+            case .gateway: n[.gateway, default: 0] += 1
+            case .client: n[.client, default: 0] += 1
+            case .relay: n[.relay, default: 0] += 1
+            }
+        }
+        for (role, count) in n { metrics.peers[role]?.set(to: Double(count)) }
     }
 
     private func sendTo(gateway: GatewayID, _ message: ToGateway) {

@@ -30,6 +30,7 @@ struct ControlChannel: Sendable {
     private func upgrade(_ role: PeerRole, _ request: Request) async throws -> RouterShouldUpgrade {
         let (identity, _) = try await identify(role, request)
         if await broker.isConnected(identity) {
+            broker.metrics.refused("conflict")
             throw APIError.conflict(field: "public_key", "a peer with this public key is connected now (one connection per key)")
         }
         return .upgrade([:])
@@ -101,11 +102,13 @@ struct ControlChannel: Sendable {
             peer = try await broker.connect(identity, source: source, token: token.id, tokenExpiresAt: token.expiresAt, outbox: outbox)
         } catch let e as Broker.BrokerError {
             // Lost the race to another connection with the same key after the upgrade check.
+            broker.metrics.refused("conflict")
             try? await outbound.write(.text(ControlCodec.encode(ToClient.error(ErrorMessage(code: "conflict", message: e.description)))))
             try await outbound.close(.policyViolation, reason: "conflict")
             return
         } catch {
             logger.warning("control channel registration failed", metadata: ["error": "\(error)"])
+            broker.metrics.refused("failed")
             let failed = ErrorMessage(code: ErrorMessage.registrationFailed, message: "\(error)")
             try? await outbound.write(.text(ControlCodec.encode(ToClient.error(failed))))
             try await outbound.close(.unexpectedServerError, reason: "registration failed")

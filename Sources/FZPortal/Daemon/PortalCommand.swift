@@ -119,7 +119,7 @@ extension PortalCommand {
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             let readiness = Readiness()
-            let broker = Broker(store: store, clock: clock)
+            let broker = Broker(store: store, clock: clock, metrics: PortalMetrics(registry: registry))
             let router = PortalApplication.router(store: store, clock: clock, readiness: readiness, registry: registry, broker: broker)
             // Room for many held sockets: the per-source limit and the timeouts bound what one
             // source can take, the descriptor limit what all of them can.

@@ -15,7 +15,7 @@ public enum PortalApplication {
         store: any PortalStore, clock: WallClock, readiness: Readiness, registry: PrometheusCollectorRegistry,
         broker: Broker? = nil, control: ControlConfiguration = ControlConfiguration()
     ) -> Router<PortalContext> {
-        let broker = broker ?? Broker(store: store, clock: clock, config: control)
+        let broker = broker ?? Broker(store: store, clock: clock, config: control, metrics: PortalMetrics(registry: registry))
         let router = Router(context: PortalContext.self)
         // Every refusal, the framework's too (404, 413), answers the API's JSON error.
         router.add(middleware: APIErrorMiddleware())
