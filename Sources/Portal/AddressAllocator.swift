@@ -52,4 +52,31 @@ public struct AddressAllocator: Sendable {
         }
         return nil
     }
+
+    // MARK: Allocation by a cursor (O(log n) per client with indexed lookups)
+
+    /// The offsets an allocation may use: 1 …, bounded by the IPv4 pool (the IPv6 pool is at
+    /// least as large), skipping the network and broadcast addresses.
+    public var offsets: ClosedRange<UInt64> {
+        let size = UInt64(1) << UInt64(32 - ipv4Pool.prefixLength)
+        return 1...(size - 2)
+    }
+
+    /// The offset after `offset`, wrapping to the first.
+    public func offset(after offset: UInt64) -> UInt64 {
+        offset >= offsets.upperBound || offset < offsets.lowerBound ? offsets.lowerBound : offset + 1
+    }
+
+    /// The pair of addresses at `offset` (both pools use the same offset, so a client's IPv4 and
+    /// IPv6 addresses correspond).
+    public func addresses(at offset: UInt64) -> (IPv4Address, IPv6Address)? {
+        guard offsets.contains(offset), case .v4(let n4) = ipv4Pool.address, case .v6(let n6) = ipv6Pool.address else { return nil }
+        return (IPv4Address(n4.value + UInt32(offset)), IPv6Address(high: n6.high, low: n6.low | offset))
+    }
+
+    /// The offset of `address` in the IPv4 pool, or nil when it is outside.
+    public func offset(of address: IPv4Address) -> UInt64? {
+        guard case .v4(let n4) = ipv4Pool.address, ipv4Pool.contains(.v4(address)) else { return nil }
+        return UInt64(address.value - n4.value)
+    }
 }

@@ -28,6 +28,7 @@ struct ControlHarness {
     let relayToken: String
     /// The portal's wall clock (fixed unless a test moves it).
     var clock = WallClock { Fixture.now }
+    var newKeysPerTokenPerHour = 100
 
     init() async throws {
         api = try await APIHarness()
@@ -53,7 +54,8 @@ struct ControlHarness {
     }
 
     func app() -> some ApplicationProtocol {
-        let control = ControlConfiguration(gatewayReplyTimeout: .seconds(5), maxMessageBytes: 4096, heartbeat: .seconds(5))
+        var control = ControlConfiguration(gatewayReplyTimeout: .seconds(5), maxMessageBytes: 4096, heartbeat: .seconds(5))
+        control.maxNewKeysPerTokenPerHour = newKeysPerTokenPerHour
         let router = PortalApplication.router(
             store: store, clock: clock, readiness: api.readiness, registry: PrometheusCollectorRegistry(),
             control: control)

@@ -86,6 +86,43 @@ struct SQLiteStoreTests {
         #expect(Set(clients.map(\.ipv6)).count == 40)
     }
 
+    @Test("client addresses come from a cursor: sequential, never reused before the pool wraps, exhaustion refused, old databases scanned once")
+    func addressCursor() async throws {
+        let tmp = try TempDatabase()
+        defer { tmp.cleanup() }
+        let store = try tmp.open()
+        // A /28: offsets 1…14.
+        let small = AddressAllocator(ipv4Pool: CIDR("10.9.0.0/28")!, ipv6Pool: CIDR("fd00:9::/120")!)
+        try await store.insert(actor: PortalActor(id: ActorID("act_a"), name: "a", kind: .user))
+        try await store.insert(actor: PortalActor(id: ActorID("act_b"), name: "b", kind: .user))
+        func key(_ n: Int) -> WireGuardKey { WireGuardKey(bytes: [UInt8(n), 7] + Array(repeating: 1, count: 30)) }
+        var got: [Client] = []
+        for i in 1...10 {
+            got.append(try await store.registerClient(actor: ActorID(i <= 5 ? "act_a" : "act_b"), name: "c\(i)", publicKey: key(i), allocator: small))
+        }
+        #expect(got.map(\.ipv4.description) == (1...10).map { "10.9.0.\($0)" })
+        #expect(got.map(\.ipv6.description) == (1...10).map { "fd00:9::\(String($0, radix: 16))" })
+        #expect(try await store.setting("client_address_cursor", default: "") == "10")
+        // Freed addresses (act_a's five clients) are not handed out again until the pool wraps.
+        _ = try await store.deleteActor(ActorID("act_a"))
+        var next: [String] = []
+        for i in 11...19 { next.append(try await store.registerClient(actor: ActorID("act_b"), name: "c\(i)", publicKey: key(i), allocator: small).ipv4.description) }
+        #expect(next == ["10.9.0.11", "10.9.0.12", "10.9.0.13", "10.9.0.14", "10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5"])
+        await #expect(throws: StoreError.self) {
+            _ = try await store.registerClient(actor: ActorID("act_b"), name: "full", publicKey: key(20), allocator: small)
+        }
+        // A database without the cursor (from before it) is scanned once and continues after
+        // the highest address in use.
+        let other = try TempDatabase()
+        defer { other.cleanup() }
+        let old = try other.open()
+        try await old.insert(actor: PortalActor(id: ActorID("act_c"), name: "c", kind: .user))
+        for i in 1...3 { _ = try await old.registerClient(actor: ActorID("act_c"), name: "o\(i)", publicKey: key(i), allocator: small) }
+        try await old.deleteSetting("client_address_cursor")
+        #expect(try await old.registerClient(actor: ActorID("act_c"), name: "o4", publicKey: key(4), allocator: small).ipv4.description == "10.9.0.4")
+        #expect(try await old.setting("client_address_cursor", default: "") == "4")
+    }
+
     @Test("deleting a site removes its resources, gateways and policies in one go and reports the policies")
     func cascade() async throws {
         let tmp = try TempDatabase()

@@ -163,4 +163,26 @@ struct UpgradeRefusalTests {
             #expect(await bob.closed())
         }
     }
+
+    @Test("a token registers a bounded number of new public keys per hour; known keys reconnect freely; other tokens are not affected")
+    func registrationLimit() async throws {
+        var harness = try await ControlHarness()
+        harness.newKeysPerTokenPerHour = 3
+        let h = harness
+        try await h.run { port, _ in
+            for k: UInt8 in 1...3 {
+                let (c, _) = try await h.client(port, key: k)
+                c.close()
+                #expect(await c.closed())
+            }
+            let fourth = try rawUpgrade(port: port, "/api/v1/ws/client?public_key=\(Self.q(Fixture.key(4).base64))", token: h.aliceToken)
+            #expect(fourth.status == 429)
+            #expect(fourth.body.contains(#""error":"too_many_registrations""#))
+            #expect(try await h.store.clients().count == 3)  // no row for the refused key
+            let (again, _) = try await h.client(port, key: 1)  // a known key: a reconnect
+            again.close()
+            let (other, _) = try await h.client(port, key: 5, token: h.malloryToken)
+            other.close()
+        }
+    }
 }

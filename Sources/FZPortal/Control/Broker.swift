@@ -18,6 +18,9 @@ public struct ControlConfiguration: Sendable {
     public var maxMessageBytes: Int
     /// WebSocket ping period; a peer that misses a pong by the next ping is closed (and offline).
     public var heartbeat: Duration
+    /// Distinct public keys one token may register per hour (gateways and clients): a stolen
+    /// token cannot fill the database with fresh keys. Reconnects with a known key are free.
+    public var maxNewKeysPerTokenPerHour: Int = 100
 
     public init(
         relayCredentialLifetime: Duration = .seconds(12 * 3600), authorizationLifetime: Duration = .seconds(12 * 3600),
@@ -86,7 +89,13 @@ public actor Broker {
 
     enum BrokerError: Error, CustomStringConvertible {
         case alreadyConnected
-        var description: String { "a peer with this public key is connected now (one connection per key)" }
+        case registrationLimit(Int)
+        var description: String {
+            switch self {
+            case .alreadyConnected: "a peer with this public key is connected now (one connection per key)"
+            case .registrationLimit(let n): "this token registered \(n) public keys in the last hour, the limit; reconnect with a known key or wait"
+            }
+        }
     }
 
     let store: any PortalStore
@@ -103,6 +112,8 @@ public actor Broker {
     /// Gateways and clients connected (or connecting) now, by role and public key.
     private var keyPeers: [String: PeerID] = [:]
     private var connectingKeys: Set<String> = []
+    /// Per token: the public keys it registered and when they were first seen (pruned after an hour).
+    private var tokenKeys: [TokenID: [String: ContinuousClock.Instant]] = [:]
     private var selector = GatewaySelector()
     private var pending: [RequestID: Flow] = [:]
     private var flows: [FlowKey: Flow] = [:]
@@ -137,6 +148,9 @@ public actor Broker {
             connectingKeys.insert(key)
         }
         defer { if let key { connectingKeys.remove(key) } }
+        if let key, let token, try await !isKnown(identity), !admitsKey(key, token: token) {
+            throw BrokerError.registrationLimit(config.maxNewKeysPerTokenPerHour)
+        }
         let secret = try await secret()
         let kind: Kind
         switch identity {
@@ -535,6 +549,41 @@ public actor Broker {
         let groups = try await store.groupIDs(ofActor: actor)
         let granted = Set(try await store.policies().filter { groups.contains($0.groupId) }.map(\.resourceId))
         return try await store.resources().filter { granted.contains($0.id) }.map(ResourceView.init)
+    }
+
+    /// Whether `token` may register the new public key `key` now (one it did not register before,
+    /// in storage): while it registered fewer than the limit in the last hour. Counts it when so.
+    private func admitsKey(_ key: String, token: TokenID) -> Bool {
+        let hourAgo = ContinuousClock.now - .seconds(3600)
+        var keys = tokenKeys[token, default: [:]].filter { $0.value > hourAgo }
+        defer { tokenKeys[token] = keys }
+        if keys[key] != nil { return true }
+        guard keys.count < config.maxNewKeysPerTokenPerHour else { return false }
+        keys[key] = ContinuousClock.now
+        return true
+    }
+
+    /// Whether the identity's public key is registered already (a reconnect, not a new row).
+    private func isKnown(_ identity: PeerIdentity) async throws -> Bool {
+        switch identity {
+        case .gateway(let site, _, let k): try await store.isRegistered(publicKey: k, gatewayOf: site)
+        case .client(_, _, let k, _): try await store.isRegistered(publicKey: k, gatewayOf: nil)
+        case .relay: true
+        }
+    }
+
+    /// Whether a new connection of `identity` with `token` would be refused now, and why
+    /// (asked before the upgrade; `connect` decides again).
+    func refusal(_ identity: PeerIdentity, token: TokenID) async -> BrokerError? {
+        guard let key = Self.key(identity) else { return nil }
+        if keyPeers[key] != nil || connectingKeys.contains(key) { return .alreadyConnected }
+        let known = (try? await isKnown(identity)) ?? false
+        if !known {
+            let hourAgo = ContinuousClock.now - .seconds(3600)
+            let recent = tokenKeys[token, default: [:]].filter { $0.value > hourAgo }
+            if recent[key] == nil, recent.count >= config.maxNewKeysPerTokenPerHour { return .registrationLimit(config.maxNewKeysPerTokenPerHour) }
+        }
+        return nil
     }
 
     /// Whether a peer with this identity's public key is connected now.

@@ -28,10 +28,15 @@ struct ControlChannel: Sendable {
     }
 
     private func upgrade(_ role: PeerRole, _ request: Request) async throws -> RouterShouldUpgrade {
-        let (identity, _) = try await identify(role, request)
-        if await broker.isConnected(identity) {
+        let (identity, token) = try await identify(role, request)
+        switch await broker.refusal(identity, token: token.id) {
+        case nil: break
+        case .alreadyConnected?:
             broker.metrics.refused("conflict")
             throw APIError.conflict(field: "public_key", "a peer with this public key is connected now (one connection per key)")
+        case let e?:
+            broker.metrics.refused("limit")
+            throw APIError(status: .tooManyRequests, code: "too_many_registrations", message: e.description, field: "public_key")
         }
         return .upgrade([:])
     }
@@ -101,10 +106,11 @@ struct ControlChannel: Sendable {
         do {
             peer = try await broker.connect(identity, source: source, token: token.id, tokenExpiresAt: token.expiresAt, outbox: outbox)
         } catch let e as Broker.BrokerError {
-            // Lost the race to another connection with the same key after the upgrade check.
-            broker.metrics.refused("conflict")
-            try? await outbound.write(.text(ControlCodec.encode(ToClient.error(ErrorMessage(code: "conflict", message: e.description)))))
-            try await outbound.close(.policyViolation, reason: "conflict")
+            // Lost a race with another connection after the upgrade check.
+            let code = if case .alreadyConnected = e { "conflict" } else { "too_many_registrations" }
+            broker.metrics.refused(code == "conflict" ? "conflict" : "limit")
+            try? await outbound.write(.text(ControlCodec.encode(ToClient.error(ErrorMessage(code: code, message: e.description)))))
+            try await outbound.close(.policyViolation, reason: code)
             return
         } catch {
             logger.warning("control channel registration failed", metadata: ["error": "\(error)"])

@@ -56,6 +56,10 @@ public protocol PortalStore: Sendable {
     func clients() async throws -> [Client]
     func client(_ id: ClientID) async throws -> Client?
 
+    /// Whether a gateway of `site` (or any client, when `site` is nil) is registered with
+    /// `publicKey` (an indexed lookup).
+    func isRegistered(publicKey: WireGuardKey, gatewayOf site: SiteID?) async throws -> Bool
+
     func insert(token: Token) async throws
     func tokens() async throws -> [Token]
     func token(hash: [UInt8]) async throws -> Token?

@@ -203,17 +203,47 @@ extension SQLiteStore {
                 }
                 return c
             }
-            let used4 = Set(try String.fetchAll(db, sql: "SELECT ipv4 FROM clients").compactMap(IPv4Address.init))
-            let used6 = Set(try String.fetchAll(db, sql: "SELECT ipv6 FROM clients").compactMap(IPv6Address.init))
-            guard let v4 = allocator.nextIPv4(used: used4), let v6 = allocator.nextIPv6(used: used6) else {
-                throw StoreError.addressPoolExhausted
-            }
+            let (v4, v6) = try Self.allocateAddresses(db, allocator)
             let c = Client(id: .random(prefix: "cli"), actorId: actor, name: name, publicKey: publicKey, ipv4: v4, ipv6: v6)
             try db.execute(
                 sql: "INSERT INTO clients (id, actor_id, name, public_key, ipv4, ipv6) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [c.id.rawValue, actor.rawValue, name, publicKey.base64, v4.description, v6.description])
             return c
         }
+    }
+
+    /// A free address pair for a new client. From a cursor kept in `settings` (the offset last
+    /// handed out), probing forward with the unique indexes on `ipv4`/`ipv6`: O(log n) per
+    /// registration while the pool has room near the cursor. Without a cursor (a database from
+    /// before it) or after many taken offsets in a row (a nearly full pool) it falls back to one
+    /// scan of every address in use, and sets the cursor from what it found.
+    static func allocateAddresses(_ db: Database, _ allocator: AddressAllocator) throws -> (IPv4Address, IPv6Address) {
+        let cursorKey = "client_address_cursor"
+        func taken(_ v4: IPv4Address, _ v6: IPv6Address) throws -> Bool {
+            try Bool.fetchOne(
+                db, sql: "SELECT EXISTS(SELECT 1 FROM clients WHERE ipv4 = ?) OR EXISTS(SELECT 1 FROM clients WHERE ipv6 = ?)",
+                arguments: [v4.description, v6.description]) ?? true
+        }
+        func remember(_ offset: UInt64) throws {
+            try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", arguments: [cursorKey, String(offset)])
+        }
+        if let text = try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = ?", arguments: [cursorKey]), var offset = UInt64(text) {
+            for _ in 0..<64 {
+                offset = allocator.offset(after: offset)
+                guard let (v4, v6) = allocator.addresses(at: offset) else { break }
+                if try !taken(v4, v6) {
+                    try remember(offset)
+                    return (v4, v6)
+                }
+            }
+        }
+        let used4 = Set(try String.fetchAll(db, sql: "SELECT ipv4 FROM clients").compactMap(IPv4Address.init))
+        let used6 = Set(try String.fetchAll(db, sql: "SELECT ipv6 FROM clients").compactMap(IPv6Address.init))
+        guard let v4 = allocator.nextIPv4(used: used4), let v6 = allocator.nextIPv6(used: used6) else {
+            throw StoreError.addressPoolExhausted
+        }
+        if let offset = allocator.offset(of: v4) { try remember(offset) }
+        return (v4, v6)
     }
 
     public func clients() async throws -> [Client] {
@@ -298,6 +328,22 @@ extension SQLiteStore {
         try await write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", arguments: [key, value])
             return try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = ?", arguments: [key]) ?? value
+        }
+    }
+
+    /// Removes a setting (tests of migrations from older databases).
+    func deleteSetting(_ key: String) async throws {
+        try await write { db in try db.execute(sql: "DELETE FROM settings WHERE key = ?", arguments: [key]) }
+    }
+
+    public func isRegistered(publicKey: WireGuardKey, gatewayOf site: SiteID?) async throws -> Bool {
+        try await read { db in
+            if let site {
+                return try Bool.fetchOne(
+                    db, sql: "SELECT EXISTS(SELECT 1 FROM gateways WHERE site_id = ? AND public_key = ?)",
+                    arguments: [site.rawValue, publicKey.base64]) ?? false
+            }
+            return try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM clients WHERE public_key = ?)", arguments: [publicKey.base64]) ?? false
         }
     }
 }
