@@ -26,6 +26,22 @@ public struct DNSPattern: Hashable, Sendable, CustomStringConvertible {
                     || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: "*") || c == UInt8(ascii: "?")
                 guard ok else { throw ValidationError(field: "address", reason: "invalid character in DNS name \(text)") }
             }
+            guard !label.hasPrefix("-"), !label.hasSuffix("-") else {
+                throw ValidationError(field: "address", reason: "a label may not begin or end with '-': \(text)")
+            }
+        }
+        // Two labels at least, the last one literal and not all digits: `*` alone would match
+        // every single-label name, and `300.1.1.1`, `1.2.3`, `01.2.3.4` are mistyped addresses,
+        // not names (no top-level domain is numeric).
+        guard labels.count >= 2 else {
+            throw ValidationError(field: "address", reason: "a DNS name needs at least two labels (e.g. *.corp.example): \(text)")
+        }
+        let last = labels[labels.count - 1]
+        guard !last.contains("*"), !last.contains("?") else {
+            throw ValidationError(field: "address", reason: "the last label may not be a wildcard: \(text)")
+        }
+        guard !last.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+            throw ValidationError(field: "address", reason: "not an IP address, and not a DNS name (numeric last label): \(text)")
         }
         pattern = t
     }
@@ -78,7 +94,7 @@ extension DNSPattern: Codable {
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         do { try self.init(text) } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.description))
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.reason))
         }
     }
 

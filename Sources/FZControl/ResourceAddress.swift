@@ -11,12 +11,24 @@ public enum ResourceAddress: Hashable, Sendable, Codable, CustomStringConvertibl
         let t = text.trimmingSpaces
         if t.contains("/") {
             guard let c = CIDR(t) else { throw ValidationError(field: "address", reason: "not a CIDR range") }
+            // `10.0.0.1/24` is a typo for a host or a range; taking it as 10.0.0.0/24 would grant
+            // more than was written.
+            guard Self.sameAddress(t, c) else {
+                throw ValidationError(field: "address", reason: "\(t) has host bits set (the range is \(c))")
+            }
             self = .cidr(c)
         } else if let ip = IPAddress(t) {
             self = .ip(ip)
         } else {
             self = .dns(try DNSPattern(t))
         }
+    }
+
+    /// Whether the address part of `text` is the network address of `c` (so that `::1/128` and
+    /// `0:0::1/128` are the same range as written).
+    static func sameAddress(_ text: String, _ c: CIDR) -> Bool {
+        guard let slash = text.firstIndex(of: "/"), let ip = IPAddress(String(text[..<slash])) else { return false }
+        return ip == c.address
     }
 
     public var kind: String {
@@ -47,7 +59,7 @@ public enum ResourceAddress: Hashable, Sendable, Codable, CustomStringConvertibl
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         do { try self.init(parsing: text) } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.description))
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.reason))
         }
     }
 
@@ -91,7 +103,7 @@ public enum TrafficFilter: Hashable, Sendable, Codable, CustomStringConvertible 
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         do { try self.init(parsing: text) } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.description))
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.reason))
         }
     }
 

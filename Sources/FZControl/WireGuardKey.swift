@@ -8,6 +8,8 @@ public struct WireGuardKey: Hashable, Sendable, Codable, CustomStringConvertible
         guard let bytes = Base64.decode(text), bytes.count == 32 else {
             throw ValidationError(field: "public_key", reason: "not a base64 WireGuard key (32 bytes)")
         }
+        // The all-zero point is no key: a handshake with it yields an all-zero shared secret.
+        guard bytes.contains(where: { $0 != 0 }) else { throw ValidationError(field: "public_key", reason: "the all-zero key is not a key") }
         base64 = Base64.encode(bytes)
     }
 
@@ -21,7 +23,7 @@ public struct WireGuardKey: Hashable, Sendable, Codable, CustomStringConvertible
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         do { try self.init(base64: text) } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.description))
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.reason))
         }
     }
 

@@ -88,6 +88,11 @@ public enum Names {
         let trimmed = name.trimmingSpaces
         guard !trimmed.isEmpty else { throw ValidationError(field: field, reason: "must not be empty") }
         guard trimmed.utf8.count <= 255 else { throw ValidationError(field: field, reason: "longer than 255 bytes") }
+        // A NUL or another control character would be stored (and shown) differently from what
+        // the API echoed.
+        guard !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw ValidationError(field: field, reason: "must not contain control characters")
+        }
         return trimmed
     }
 }

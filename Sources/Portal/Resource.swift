@@ -3,6 +3,9 @@ import FZCore
 
 /// Something an admin manages access to. Belongs to exactly one site.
 public struct Resource: Hashable, Sendable, Codable {
+    /// More would be a policy nobody can read, and a gateway filter to evaluate per packet.
+    public static let maxFilters = 64
+
     public var id: ResourceID
     public var siteId: SiteID
     public var name: String

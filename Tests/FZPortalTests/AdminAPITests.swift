@@ -130,6 +130,40 @@ struct AdminAPITests {
         }
     }
 
+    @Test("validation is strict: mistyped addresses, host bits, wildcard-only and numeric names, control characters, too many filters, zero keys, out-of-range numbers are refused naming the field; what is stored is what was sent")
+    func strictValidation() async throws {
+        let h = try await APIHarness()
+        defer { h.tmp.cleanup() }
+        try await h.app().test(.router) { c async throws in
+            let site = try #require(try await c.call(.post, "/api/v1/sites", token: h.admin, body: #"{"name": "s"}"#)[string: "id"])
+            func resource(_ address: String, filters: [String] = []) async throws -> Reply {
+                let f = filters.map { "\"\($0)\"" }.joined(separator: ",")
+                return try await c.call(
+                    .post, "/api/v1/resources", token: h.admin, body: #"{"name": "r", "site_id": "\#(site)", "address": "\#(address)", "filters": [\#(f)]}"#)
+            }
+            for bad in ["300.1.1.1", "1.2.3", "01.2.3.4", "-a.example", "a-.example", "*", "corp.*", "10.0.0.1/24", "fd00::1/64", "db"] {
+                let r = try await resource(bad)
+                #expect(r.status == .badRequest, "\(bad)")
+                #expect(r[string: "field"] == "address", "\(bad)")
+            }
+            for good in ["10.0.0.0/24", "10.0.0.1", "fd00::/64", "db.corp.example", "*.corp.example", "**.corp.example"] {
+                let r = try await resource(good)
+                #expect(r.status == .created, "\(good)")
+                #expect(r[string: "address"] == good, "stored as sent: \(good)")
+            }
+            let many = try await resource("10.0.0.0/24", filters: (1...65).map { "tcp/\($0)" })
+            #expect(many[string: "field"] == "filters")
+            #expect(try await resource("10.0.0.0/24", filters: (1...64).map { "tcp/\($0)" }).status == .created)
+            let nul = try await c.call(.post, "/api/v1/sites", token: h.admin, body: #"{"name": "a\u0000b"}"#)
+            #expect(nul.status == .badRequest)
+            #expect(nul[string: "field"] == "name")
+            let huge = try await c.call(.post, "/api/v1/tokens", token: h.admin, body: #"{"name": "t", "scope": "admin", "expires_at": 9223372036854775808}"#)
+            #expect(huge.status == .badRequest)
+            #expect(huge[string: "field"] == "expires_at")
+            #expect(throws: ValidationError.self) { try WireGuardKey(base64: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=") }
+        }
+    }
+
     @Test("a created token's secret is returned once, works, is never listed, and stops working when revoked")
     func tokens() async throws {
         let h = try await APIHarness()

@@ -62,6 +62,9 @@ struct AdminAPI: Sendable {
 
         api.post("resources") { req, ctx in
             let b = try await decode(CreateResourceBody.self, req, ctx)
+            guard (b.filters ?? []).count <= Resource.maxFilters else {
+                throw ValidationError(field: "filters", reason: "at most \(Resource.maxFilters) filters per resource")
+            }
             let r = Resource(
                 id: .random(prefix: "res"), siteId: SiteID(b.siteId), name: try Names.validate(b.name), address: b.address,
                 filters: b.filters ?? [])
@@ -116,7 +119,18 @@ struct AdminAPI: Sendable {
             let body = try JSONCoding.decoder.decode(T.self, from: data)
             _ = try JSONCoding.decoder.decode(StrictKeys<T>.self, from: data)
             return body
-        } catch let e as DecodingError { throw APIError.decoding(e) }
+        } catch let e as DecodingError {
+            // Foundation's decoder calls a number that does not fit its type "not valid JSON";
+            // name the field instead when the body parses as JSON.
+            if e.fieldPath == nil, let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                let key = object.keys.sorted().first(where: { k in
+                    (object[k] as? NSNumber).map { abs($0.doubleValue) >= 9.2e18 } ?? false
+                })
+            {
+                throw APIError.invalid(field: key, "is out of range")
+            }
+            throw APIError.decoding(e)
+        }
     }
 
     private func deleted(_ d: Deletion, _ what: String, notify: Bool = true) async throws -> HTTPResponse.Status {
