@@ -73,7 +73,7 @@ let package = Package(
         .target(
             name: "FZRelay",
             dependencies: [
-                "FZCore", "STUN", "TURN", "FZLinux", "FZDaemon",
+                "FZCore", "STUN", "TURN", "FZLinux", "FZDaemon", "FZControl", "FZControlClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

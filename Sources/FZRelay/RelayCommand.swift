@@ -93,6 +93,9 @@ public struct RelayCommand: AsyncParsableCommand {
     @Option(help: "text or json.")
     var logFormat: String = "text"
 
+    @OptionGroup(title: "Portal mode")
+    var portal: RelayPortalOptions
+
     public init() {}
 
     public func run() async throws {

@@ -47,10 +47,14 @@ struct RelayDaemon {
             handles.append(try s.value.loop.start(name: "fz-relay-\(s.value.index)"))
         }
 
+        let secrets = RelaySecrets(base: settings.reloadable)
         var services: [any Service] = [
             LoopService(shards: shards, threads: handles, health: health, logger: logger),
-            ReloadService(settings: settings, shards: shards, logger: logger),
+            ReloadService(settings: settings, secrets: secrets, shards: shards, logger: logger),
         ]
+        if let portal = settings.portal {
+            services.append(RelayPortalService(portal: portal, settings: settings, secrets: secrets, shards: shards, logger: logger))
+        }
         if let address = settings.metricsListen {
             services.append(DaemonEndpoints.service(address: address, readiness: health.readiness, logger: logger) { metrics.render() })
         }
@@ -146,6 +150,7 @@ struct LoopService: Service, CustomStringConvertible {
 struct ReloadService: Service, CustomStringConvertible {
     var description: String { "ReloadService" }
     let settings: RelaySettings
+    let secrets: RelaySecrets
     let shards: [LoopConfined<RelayShard>]
     let logger: Logger
 
@@ -162,10 +167,9 @@ struct ReloadService: Service, CustomStringConvertible {
                         continue
                     }
                 }
-                let s = settings
-                for shard in shards {
-                    shard.value.loop.execute { [r] in shard.value.reload(s, r) }
-                }
+                // The portal's TURN secret (portal mode) stays whatever the file says.
+                secrets.setBase(r)
+                RelaySecrets.apply(secrets.effective, settings: settings, to: shards)
             }
         }
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import FZCore
 import FZDaemon
 import FZLinux
+import Foundation
 import Logging
 import TURN
 
@@ -24,6 +25,8 @@ struct RelaySettings: Sendable {
     var configFile: String?
     /// What SIGHUP can change.
     var reloadable: Reloadable
+    /// Portal mode (`--portal-url` / `FZ_PORTAL_URL`), or nil: a standalone relay.
+    var portal: RelayPortalSettings?
     /// The reloadable part from flags and environment alone; SIGHUP re-reads the file on top.
     var commandLineReloadable: Reloadable
     var unauthRate: Double
@@ -140,6 +143,8 @@ struct RelaySettings: Sendable {
             r = try Self.merge(base: r, file: path)
         }
         reloadable = r
+        portal = try RelayPortalSettings(
+            options: c.portal, environment: ProcessInfo.processInfo.environment, listeners: listeners, relayAddresses: relayAddresses)
     }
 
     /// The command-line settings with the file's reloadable options added: files add users,

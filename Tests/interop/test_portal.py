@@ -56,8 +56,9 @@ def free_tcp_port() -> int:
 class Portal:
     """One `fz-portal serve` process on loopback."""
 
-    def __init__(self, binary: str, db: Path, env: dict | None = None, wait_ready: bool = True, args: list[str] = ()):
-        self.port = free_tcp_port()
+    def __init__(self, binary: str, db: Path, env: dict | None = None, wait_ready: bool = True, args: list[str] = (),
+                 port: int | None = None):
+        self.port = port or free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [binary, "serve", "--listen", f"127.0.0.1:{self.port}", "--database-url", f"sqlite://{db}", "--log-level", "warning", *args],

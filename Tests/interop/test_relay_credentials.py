@@ -101,3 +101,74 @@ def test_portal_minted_credentials_are_accepted_by_coturn_and_fz_relay(portal_bi
         if coturn is not None:
             coturn.stop()
         p.stop()
+
+
+async def _client_relays(p: Portal, client_token: str, want: int, timeout: float = 15.0):
+    """The relays a fresh client's init lists, polled (bounded) until there are `want` of them."""
+    ws = p.url.replace("http://", "ws://")
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        key = urllib.parse.quote(wg_key(), safe="")
+        client = await ws_connect(f"{ws}/api/v1/ws/client?public_key={key}",
+                                  additional_headers={"Authorization": f"Bearer {client_token}"})
+        try:
+            cinit = json.loads(await asyncio.wait_for(client.recv(), 5))
+        finally:
+            await client.close()
+        if len(cinit["relays"]) == want or asyncio.get_running_loop().time() > deadline:
+            return cinit["relays"]
+        await asyncio.sleep(0.1)  # polling the portal's view with a deadline
+
+
+def test_fz_relay_joins_the_portal_and_serves_its_clients_also_while_the_portal_is_away(
+        portal_bin, tmpdb, tmp_path, echo_peer, start_relay):
+    """fz-relay --portal-url: announces itself over /api/v1/ws/relay, takes the deployment's TURN
+    secret from init, and relays turnutils_uclient with the credentials a client got from the
+    portal; it keeps relaying while the portal is down and rejoins when it is back."""
+    p = Portal(portal_bin, tmpdb)
+    try:
+        p.read_admin_token()
+        actor = cli(portal_bin, p, "actor", "create", "alice")
+        client_token = cli(portal_bin, p, "token", "create", "--scope", "client", "--subject", actor["id"],
+                           "--expires-in", "1h")["secret"]
+        relay_token = cli(portal_bin, p, "token", "create", "--scope", "relay", "--expires-in", "1h")["secret"]
+        token_file = tmp_path / "relay.token"
+        token_file.write_text(relay_token + "\n")
+
+        relay = start_relay("--portal-url", p.url, "--token-file", str(token_file), "--region", "eu", "--name", "relay-eu",
+                            "--allow-loopback-peers")
+        relays = asyncio.run(_client_relays(p, client_token, want=1))
+        assert len(relays) == 1, relays
+        r = relays[0]
+        assert (r["name"], r["region"]) == ("relay-eu", "eu"), r
+        assert r["addresses"] == [f"127.0.0.1:{relay.port}"], r
+        assert_clean_echo(run_uclient(relay, echo_peer.address, "-u", r["username"], "-w", r["password"], *UCLIENT_LOAD))
+
+        # The portal goes away: the relay keeps relaying with the secret it has.
+        p.proc.kill()
+        p.proc.wait(timeout=10)
+        assert_clean_echo(run_uclient(relay, echo_peer.address, "-u", r["username"], "-w", r["password"], *UCLIENT_LOAD))
+        assert relay.proc.poll() is None
+
+        # It is back (same database): the relay rejoins and is listed again.
+        p2 = Portal(portal_bin, tmpdb, port=p.port)
+        try:
+            again = asyncio.run(_client_relays(p2, client_token, want=1))
+            assert [x["name"] for x in again] == ["relay-eu"], again
+        finally:
+            p2.stop()
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("args,env,flag", [
+    (["--portal-url", "ftp://portal"], {"FZ_TOKEN": "fz_x"}, "--portal-url"),
+    (["--portal-url", "http://127.0.0.1:1", "--token-file", "/nonexistent/token"], {}, "--token-file"),
+    ([], {"FZ_PORTAL_URL": "portal.example:8080", "FZ_TOKEN": "fz_x"}, "FZ_PORTAL_URL"),
+])
+def test_fz_relay_portal_flags_are_checked(relay_bin, args, env, flag):
+    import os
+    r = subprocess.run([relay_bin, "--listening-ip", "127.0.0.1", "--listening-port", str(free_port()), *args],
+                       capture_output=True, text=True, timeout=30, env={**os.environ, **env})
+    assert r.returncode != 0
+    assert flag in r.stderr, r.stderr
