@@ -53,6 +53,21 @@ struct TURNClientAllocationTests {
         #expect(second.checkIntegrity(key: md5) == .valid(.sha1))
     }
 
+    @Test("REQUESTED-ADDRESS-FAMILY goes out only when asked for")
+    func requestedFamily() throws {
+        var c = TURNClient(config: {
+            var c = TURNClientConfig(server: serverAddress, credentials: TURNCredentials(username: "alice", password: "secret"))
+            c.requestedAddressFamily = .v6
+            return c
+        }())
+        c.allocate(now: .zero)
+        let first = try Message.decode(try unwrap(c.pollTransmit()).bytes)
+        #expect(first.requestedAddressFamily == .v6)
+        var plain = TURNClient(config: TURNClientConfig(server: serverAddress, credentials: TURNCredentials(username: "a", password: "b")))
+        plain.allocate(now: .zero)
+        #expect(try Message.decode(try unwrap(plain.pollTransmit()).bytes).requestedAddressFamily == nil)
+    }
+
     @Test("TURN REST credentials minted from the shared secret allocate")
     func allocatesWithRESTCredentials() throws {
         var sim = Simulation(credentials: .rest(secret: "rest-secret", name: "alice", expiry: unixAtZero + 86_400))
