@@ -24,7 +24,7 @@ import STUN
 ///   offered (and allowed) and the request signed with MESSAGE-INTEGRITY-SHA256.
 /// - After a loss, `allocate` makes a new allocation and reinstalls the permissions and channels
 ///   that were asked for, with the same channel numbers.
-public struct TURNClient {
+public struct TURNClient: Sendable {
     public private(set) var config: TURNClientConfig
     public internal(set) var state: State = .idle
     public internal(set) var stats = TURNClientStats()
