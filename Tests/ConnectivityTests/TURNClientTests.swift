@@ -126,6 +126,16 @@ struct TURNClientAllocationTests {
         #expect(sim.requests(.refresh).first == Timestamp.seconds(1_960))
     }
 
+    @Test("without a requested lifetime, refreshes ask for the one the server granted")
+    func refreshAsksForGrantedLifetime() throws {
+        var sim = Simulation(server: makeServer { $0.defaultLifetime = .seconds(900) })
+        _ = try unwrap(sim.allocate())
+        sim.advance(seconds: 721)
+        let refresh = try #require(sim.sent.last { $0.message?.type.method == .refresh }?.message)
+        #expect(refresh.lifetime == 900)
+        #expect(sim.requests(.refresh).first == Timestamp.seconds(1_720))
+    }
+
     @Test("deallocate sends Refresh with lifetime 0 and the server frees the allocation")
     func lifetimeZeroFrees() throws {
         var sim = Simulation()
