@@ -142,7 +142,7 @@ let package = Package(
         .executableTarget(
             name: "fz-turnbench",
             dependencies: [
-                "FZCore", "STUN", "FZLinux",
+                "FZCore", "STUN", "Connectivity", "FZLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],

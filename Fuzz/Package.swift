@@ -1,5 +1,5 @@
 // swift-tools-version:6.2
-// libFuzzer targets for the STUN decoder and the TURN state machine. A separate package so the
+// libFuzzer targets for the STUN decoder, the TURN state machine and the TURN client. A separate package so the
 // main build never needs -sanitize=fuzzer. Build and run with scripts/fuzz.sh.
 import PackageDescription
 
@@ -11,7 +11,10 @@ let package = Package(
         .target(name: "CFuzzerDriver"),
         .executableTarget(
             name: "fz-fuzz-turn",
-            dependencies: ["CFuzzerDriver", .product(name: "STUN", package: "fz"), .product(name: "TURN", package: "fz")]
+            dependencies: [
+                "CFuzzerDriver", .product(name: "STUN", package: "fz"), .product(name: "TURN", package: "fz"),
+                .product(name: "Connectivity", package: "fz"),
+            ]
         ),
     ]
 )

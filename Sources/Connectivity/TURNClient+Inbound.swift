@@ -192,6 +192,7 @@ extension TURNClient {
                 return
             }
             let lifetime = Duration.seconds(Int64(l))
+            grantedLifetimeSeconds = l
             state = .allocated(relayed: relayed, mapped: m.xorMappedAddress)
             allocationExpiresAt = now + lifetime
             allocationRefreshAt = now + config.refreshDelay(lifetime)
@@ -203,7 +204,9 @@ extension TURNClient {
                 return
             }
             guard case .allocated = state else { return }
-            let lifetime = Duration.seconds(Int64(m.lifetime ?? asked))
+            let granted = m.lifetime ?? asked
+            grantedLifetimeSeconds = granted
+            let lifetime = Duration.seconds(Int64(granted))
             allocationExpiresAt = now + lifetime
             allocationRefreshAt = now + config.refreshDelay(lifetime)
             events.append(.refreshed(lifetime: lifetime))

@@ -24,7 +24,7 @@ import STUN
 ///   offered (and allowed) and the request signed with MESSAGE-INTEGRITY-SHA256.
 /// - After a loss, `allocate` makes a new allocation and reinstalls the permissions and channels
 ///   that were asked for, with the same channel numbers.
-public struct TURNClient {
+public struct TURNClient: Sendable {
     public private(set) var config: TURNClientConfig
     public internal(set) var state: State = .idle
     public internal(set) var stats = TURNClientStats()
@@ -106,6 +106,8 @@ public struct TURNClient {
 
     var allocationExpiresAt: Timestamp = .distantFuture
     var allocationRefreshAt: Timestamp = .distantFuture
+    /// What the server granted last: a refresh without `requestedLifetime` asks for it again.
+    var grantedLifetimeSeconds: UInt32 = 600
 
     struct Installed {
         /// Nil until the server confirmed it (and again after a loss).
@@ -267,7 +269,7 @@ public struct TURNClient {
         }
         if now >= allocationRefreshAt {
             allocationRefreshAt = .distantFuture  // until the answer
-            send(.refresh(lifetime: requestedLifetimeSeconds ?? 600), now: now)
+            send(.refresh(lifetime: requestedLifetimeSeconds ?? grantedLifetimeSeconds), now: now)
         }
         for (ip, p) in permissions.sorted(by: { $0.value.refreshAt < $1.value.refreshAt }) {
             guard let expires = p.expiresAt, !p.inFlight, now >= p.refreshAt else { continue }
@@ -423,6 +425,8 @@ public struct TURNClient {
             }
             channels[peer] = nil
             channelPeers[n] = nil
+            // The permission recorded for the binding was never asked for on its own.
+            if let p = permissions[peer.ip], p.expiresAt == nil, !p.inFlight { permissions[peer.ip] = nil }
             events.append(.channelBindFailed(peer: peer, reason))
         }
     }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Connectivity
 import FZCore
 import FZLinux
 import Histogram
@@ -9,8 +10,11 @@ import Synchronization
 
 /// The load generator's client side: every client socket registered with one event loop thread.
 ///
-/// Control path (allocations, binds, releases): STUN requests built with the codec, one per
-/// client at a time, `window` clients in flight, retransmitted per RFC 8489 §6.2.1.
+/// Control path (allocations, binds, releases): each client's `TURNClient` (the product's sans-IO
+/// client) does the protocol, one operation per client at a time, `window` clients in flight,
+/// requests retransmitted after 1 s, doubling (RFC 8489 §6.2.1 with a 1 s RTO), up to the
+/// pipeline's attempts. Between pipelines a 1 s maintenance scan lets each client refresh its
+/// allocation and permission or channel before they expire.
 ///
 /// Data path (steps): a pacer ticks every millisecond, adds `rate × elapsed` to a credit and sends
 /// that many probes, `burst` at a time per client socket round-robin, each burst one sendmmsg from a
@@ -46,7 +50,6 @@ final class BenchClient: @unchecked Sendable {
     private(set) var allocations: [ClientAllocation] = []
     private var thread: EventLoopThread?
     private let pool: ReceivePool
-    private var keys: [String: [UInt8]] = [:]
 
     // Data path buffers, allocated once.
     private let prefixLength: Int
@@ -128,7 +131,11 @@ final class BenchClient: @unchecked Sendable {
             if gro { try SocketOptions.setUDPGRO(socket!, enabled: true) }
             let queue = config.dataPath
                 ? SendQueue(count: max(config.burst, 1), capacity: 256, segmentation: config.offload) : nil
-            let allocation = ClientAllocation(index: index, socket: socket!, queue: queue)
+            var turnConfig = TURNClientConfig(
+                server: config.server, credentials: TURNCredentials(username: config.username, password: config.password))
+            // RFC 8656 §7.1: without it the server allocates IPv4; an IPv6 peer needs an IPv6 relayed address.
+            if config.peer.family == .v6 { turnConfig.requestedAddressFamily = .v6 }
+            let allocation = ClientAllocation(index: index, socket: socket!, queue: queue, turn: TURNClient(config: turnConfig))
             allocations.append(allocation)
             try loop.register(fd: allocation.socket.fd) { [unowned self, unowned allocation] _ in
                 self.readable(allocation)
@@ -178,12 +185,13 @@ final class BenchClient: @unchecked Sendable {
         let now = MonotonicClock.now()
         for i in 0..<n {
             // With GRO one read may hold a run of datagrams from the server.
-            pool.forEachSegment(i) { segment in datagram(UnsafeRawBufferPointer(segment), on: a, now) }
+            let source = pool.source(i)
+            pool.forEachSegment(i) { segment in datagram(UnsafeRawBufferPointer(segment), from: source, on: a, now) }
         }
     }
 
     @inline(__always)
-    private func datagram(_ d: UnsafeRawBufferPointer, on a: ClientAllocation, _ now: Timestamp) {
+    private func datagram(_ d: UnsafeRawBufferPointer, from source: SocketAddress, on a: ClientAllocation, _ now: Timestamp) {
         guard d.count >= 4, let base = d.baseAddress else { return }
         let first = d[0]
         if first & 0xC0 == 0x40 {
@@ -193,7 +201,7 @@ final class BenchClient: @unchecked Sendable {
             if d.count >= Message.headerSize, d[0] == 0x00, d[1] == 0x17 {
                 dataIndication(d, now.nanoseconds)
             } else {
-                control(a, d, now)
+                control(a, d, from: source, now)
             }
         }
     }
@@ -235,7 +243,6 @@ final class BenchClient: @unchecked Sendable {
         var next = 0
         var inflight: [Int] = []
         var window: Int
-        var maxAttempts: Int
         var result: PipelineResult
         var startedAt: Timestamp
         var completion: @Sendable (PipelineResult) -> Void
@@ -249,8 +256,13 @@ final class BenchClient: @unchecked Sendable {
     ) {
         precondition(pipeline == nil && run == nil, "one pipeline or step at a time")
         let now = MonotonicClock.now()
+        // 1 s, doubling, `maxAttempts` sends, and as long again for the last answer.
+        let attempts = max(maxAttempts, 1)
+        let schedule = RetransmissionSchedule(
+            initialRTO: .seconds(1), transmissions: attempts, lastWaitMultiplier: 1 << min(attempts - 1, 20))
+        for i in targets { allocations[i].turn.setRetransmission(schedule) }
         pipeline = Pipeline(
-            kind: kind, targets: targets, window: max(window, 1), maxAttempts: maxAttempts,
+            kind: kind, targets: targets, window: max(window, 1),
             result: PipelineResult(kind: kind.name), startedAt: now, completion: completion)
         nextScan = now + .milliseconds(10)
         fillWindow(now)
@@ -264,6 +276,7 @@ final class BenchClient: @unchecked Sendable {
             pipeline!.result.attempted += 1
             if begin(a, p.kind, now) {
                 pipeline!.inflight.append(a.index)
+                flush(a, now)
             } else {
                 pipeline!.result.failed += 1
                 pipeline!.result.errorCodes[-2, default: 0] += 1
@@ -276,14 +289,20 @@ final class BenchClient: @unchecked Sendable {
         var result = p.result
         result.seconds = Double((now - p.startedAt).nanosecondsClamped) / 1e9
         pipeline = nil
-        nextScan = .distantFuture
+        nextScan = now + .seconds(1)
         p.completion(result)
     }
 
     private func transactionFinished(_ a: ClientAllocation, ok: Bool, code: Int?, _ now: Timestamp) {
-        a.transaction = nil
+        a.busy = false
         guard var p = pipeline, let position = p.inflight.firstIndex(of: a.index) else { return }
         p.inflight.remove(at: position)
+        let s0 = a.statsAtBegin, s1 = a.turn.stats
+        p.result.retransmissions += Int(s1.retransmissions - s0.retransmissions)
+        p.result.integrityFailures += Int(s1.unauthenticatedDropped - s0.unauthenticatedDropped)
+        if p.kind == .allocate, let expected = config.realm, let realm = a.turn.realm, realm != expected {
+            p.result.realmMismatch = realm
+        }
         if ok {
             p.result.succeeded += 1
         } else {
@@ -295,149 +314,107 @@ final class BenchClient: @unchecked Sendable {
         finishPipelineIfDone(now)
     }
 
-    /// Starts `kind` for `a`; false if nothing could be sent.
+    /// Starts `kind` on `a`'s TURN client; false if it cannot be started.
     private func begin(_ a: ClientAllocation, _ kind: TransactionKind, _ now: Timestamp) -> Bool {
+        a.statsAtBegin = a.turn.stats
         switch kind {
         case .allocate:
-            return send(a, kind: kind, authenticated: false, staleRetries: 0, now)
-        case .bind, .refresh:
-            guard a.allocated, a.nonce != nil else { return false }
-            return send(a, kind: kind, authenticated: true, staleRetries: 0, now)
-        }
-    }
-
-    private func key(for realm: String) -> [UInt8] {
-        if let k = keys[realm] { return k }
-        let k = LongTermCredentials.key(username: config.username, realm: realm, password: config.password)
-        keys[realm] = k
-        return k
-    }
-
-    private func request(_ a: ClientAllocation, _ kind: TransactionKind, authenticated: Bool, id: TransactionID) -> [UInt8] {
-        var attributes: [Attribute]
-        let method: STUN.Method
-        switch kind {
-        case .allocate:
-            method = .allocate
-            attributes = [.requestedTransport(17)]
-            // RFC 8656 §7.1: without it the server allocates IPv4; an IPv6 peer needs an IPv6 relayed address.
-            if config.peer.family == .v6 { attributes.append(.requestedAddressFamily(.v6)) }
-        case .bind where config.transport == .sendIndication:
-            method = .createPermission
-            attributes = [.xorPeerAddress(config.peer)]
+            switch a.turn.state {
+            case .idle, .failed, .deallocated: a.turn.allocate(now: now)
+            default: return false
+            }
         case .bind:
-            method = .channelBind
-            attributes = [.channelNumber(Self.channelNumber), .xorPeerAddress(config.peer)]
-        case .refresh(let lifetime):
-            method = .refresh
-            attributes = [.lifetime(lifetime)]
+            guard a.allocated else { return false }
+            if config.transport == .sendIndication {
+                a.turn.createPermission(for: config.peer.ip, now: now)
+            } else {
+                // The data path's prefix carries `channelNumber`: each client's first channel.
+                guard a.turn.bindChannel(to: config.peer, now: now) == Self.channelNumber else { return false }
+            }
+        case .release:
+            guard a.allocated else { return false }
+            a.turn.deallocate(now: now)
         }
-        let type = MessageType(method: method, messageClass: .request)
-        guard authenticated, let realm = a.realm, let nonce = a.nonce, let key = a.key else {
-            return Message(type: type, transactionID: id, attributes: attributes).encode(fingerprint: true)
-        }
-        attributes += [.username(config.username), .realm(realm), .nonce(nonce)]
-        return Message(type: type, transactionID: id, attributes: attributes)
-            .encode(integrity: MessageIntegrity(key: key), fingerprint: true)
+        a.busy = true
+        return true
     }
 
-    private func send(_ a: ClientAllocation, kind: TransactionKind, authenticated: Bool, staleRetries: Int, _ now: Timestamp) -> Bool {
-        let id = TransactionID.random()
-        let bytes = request(a, kind, authenticated: authenticated, id: id)
-        a.transaction = Transaction(
-            kind: kind, id: id, bytes: bytes, authenticated: authenticated, sentAt: now, rto: .seconds(1),
-            attempts: 1, staleRetries: staleRetries)
-        return transmit(a, bytes)
+    /// Sends what `a`'s TURN client queued and acts on its events.
+    private func flush(_ a: ClientAllocation, _ now: Timestamp) {
+        while let t = a.turn.pollTransmit() {
+            _ = try? t.bytes.withUnsafeBytes { (b) throws(SystemError) in try a.socket.send(b, to: t.destination) }
+        }
+        while let e = a.turn.pollEvent() { event(e, on: a, now) }
     }
 
-    private func transmit(_ a: ClientAllocation, _ bytes: [UInt8]) -> Bool {
-        do {
-            let result = try bytes.withUnsafeBytes { (b) throws(SystemError) in try a.socket.send(b, to: config.server) }
-            if case .wouldBlock = result { return false }
-            return true
-        } catch {
-            return false
+    /// Bench codes for failures: -1 no answer, else the STUN error code (0: a bad success response).
+    private static func code(_ f: TURNFailure) -> Int {
+        switch f {
+        case .timeout, .expired: -1
+        case .allocationMismatch: 437
+        case .unauthenticated: 401
+        case .staleNonce: 438
+        case .error(let c): c
+        case .badResponse: 0
         }
     }
 
-    private func control(_ a: ClientAllocation, _ bytes: UnsafeRawBufferPointer, _ now: Timestamp) {
-        guard let tx = a.transaction, let message = try? Message.decode(bytes), message.transactionID == tx.id else { return }
-        switch message.type.messageClass {
-        case .successResponse:
-            if let key = a.key, message.hasMessageIntegrity, message.checkIntegrity(key: key) == .invalid {
-                pipeline?.result.integrityFailures += 1
-            }
-            switch tx.kind {
-            case .allocate:
-                a.relayed = message.xorRelayedAddresses.first
-                a.allocated = true
-            case .bind:
-                a.bound = true
-            case .refresh(let lifetime):
-                if lifetime == 0 {
-                    a.allocated = false
-                    a.bound = false
+    private func event(_ e: TURNClientEvent, on a: ClientAllocation, _ now: Timestamp) {
+        let kind = a.busy ? pipeline?.kind : nil
+        switch e {
+        case .allocated:
+            if kind == .allocate { transactionFinished(a, ok: true, code: nil, now) }
+        case .allocationFailed(let f):
+            if kind == .allocate { transactionFinished(a, ok: false, code: Self.code(f), now) }
+        case .channelBound:
+            guard config.transport != .sendIndication else { return }
+            a.bound = true
+            if kind == .bind { transactionFinished(a, ok: true, code: nil, now) }
+        case .permissionCreated:
+            guard config.transport == .sendIndication else { return }
+            a.bound = true
+            if kind == .bind { transactionFinished(a, ok: true, code: nil, now) }
+        case .channelBindFailed(_, let f), .permissionFailed(_, let f):
+            a.bound = false
+            if kind == .bind { transactionFinished(a, ok: false, code: Self.code(f), now) }
+        case .allocationLost(let f):
+            a.bound = false
+            if kind != nil { transactionFinished(a, ok: false, code: Self.code(f), now) }
+        case .deallocated:
+            a.bound = false
+            // A release that got no answer ends deallocated too; count it as the timeout it was.
+            let timedOut = a.turn.stats.transactionsTimedOut > a.statsAtBegin.transactionsTimedOut
+            if kind == .release { transactionFinished(a, ok: !timedOut, code: timedOut ? -1 : nil, now) }
+        case .refreshed:
+            break
+        }
+    }
+
+    private func control(_ a: ClientAllocation, _ bytes: UnsafeRawBufferPointer, from source: SocketAddress,
+                         _ now: Timestamp) {
+        _ = a.turn.handle(datagram: bytes, from: source, now: now)
+        flush(a, now)
+    }
+
+    /// During a pipeline (every 10 ms): the in-flight clients' retransmissions and timeouts.
+    /// Otherwise (every second): every client's refreshes.
+    private func scan(_ now: Timestamp) {
+        if let p = pipeline {
+            nextScan = now + .milliseconds(10)
+            for index in p.inflight {
+                let a = allocations[index]
+                if a.turn.nextDeadline <= now {
+                    a.turn.handleTimeout(now: now)
+                    flush(a, now)
                 }
             }
-            transactionFinished(a, ok: true, code: nil, now)
-        case .errorResponse:
-            let code = message.errorCode?.code ?? 0
-            if code == 401, tx.kind == .allocate, !tx.authenticated, let realm = message.realm, let nonce = message.nonce {
-                // The normal first round trip (RFC 8489 §9.2.3): now authenticate.
-                if let expected = config.realm, expected != realm { pipeline?.result.realmMismatch = realm }
-                a.realm = realm
-                a.nonce = nonce
-                a.key = key(for: realm)
-                if !send(a, kind: tx.kind, authenticated: true, staleRetries: 0, now) {
-                    transactionFinished(a, ok: false, code: -2, now)
-                }
-                return
-            }
-            if code == 438, let nonce = message.nonce, tx.staleRetries < 3 {
-                // Stale nonce (RFC 8489 §9.2.4): retry with the fresh one.
-                a.nonce = nonce
-                if let realm = message.realm {
-                    a.realm = realm
-                    a.key = key(for: realm)
-                }
-                if !send(a, kind: tx.kind, authenticated: true, staleRetries: tx.staleRetries + 1, now) {
-                    transactionFinished(a, ok: false, code: -2, now)
-                }
-                return
-            }
-            if code == 437, case .refresh(0) = tx.kind {
-                // Already gone: what a release wants.
-                a.allocated = false
-                a.bound = false
-                transactionFinished(a, ok: true, code: nil, now)
-                return
-            }
-            transactionFinished(a, ok: false, code: code, now)
-        default:
             return
         }
-    }
-
-    /// Retransmits requests whose RTO passed (1 s, doubling); gives up after `maxAttempts`.
-    private func scan(_ now: Timestamp) {
-        nextScan = now + .milliseconds(10)
-        guard let p = pipeline else { return }
-        var expired: [ClientAllocation] = []
-        for index in p.inflight {
-            let a = allocations[index]
-            guard var tx = a.transaction, now >= tx.sentAt + tx.rto else { continue }
-            if tx.attempts >= p.maxAttempts {
-                expired.append(a)
-                continue
-            }
-            tx.attempts += 1
-            tx.sentAt = now
-            tx.rto = tx.rto * 2
-            a.transaction = tx
-            pipeline?.result.retransmissions += 1
-            _ = transmit(a, tx.bytes)
+        nextScan = now + .seconds(1)
+        for a in allocations where a.turn.nextDeadline <= now {
+            a.turn.handleTimeout(now: now)
+            flush(a, now)
         }
-        for a in expired { transactionFinished(a, ok: false, code: -1, now) }
     }
 
     // MARK: data path
@@ -603,13 +580,13 @@ final class BenchClient: @unchecked Sendable {
     // MARK: time
 
     private func nextDeadline() -> Timestamp {
-        if let run { return run.lastTick + .milliseconds(1) }
+        if let run { return min(run.lastTick + .milliseconds(1), nextScan) }
         return nextScan
     }
 
     private func timeout(_ now: Timestamp) {
         if let run { tick(run, now) }
-        if pipeline != nil, now >= nextScan { scan(now) }
+        if now >= nextScan { scan(now) }
     }
 }
 

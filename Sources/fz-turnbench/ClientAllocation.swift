@@ -1,3 +1,4 @@
+import Connectivity
 import FZCore
 import FZLinux
 import STUN
@@ -12,55 +13,45 @@ enum Transport: String, Sendable {
     case raw
 }
 
-/// What a client transaction does.
+/// What a pipeline asks of each client's TURN client.
 enum TransactionKind: Sendable, Equatable {
-    /// Allocate (RFC 8656 §7): unauthenticated first, then with the realm and nonce of the 401.
+    /// Allocate (RFC 8656 §7): the 401 dance is the TURN client's.
     case allocate
     /// ChannelBind (channel transport) or CreatePermission (Send indications) for the echo peer.
     case bind
-    /// Refresh with this LIFETIME; 0 deletes the allocation (RFC 8656 §8).
-    case refresh(lifetime: UInt32)
+    /// Refresh with LIFETIME 0 (RFC 8656 §8): deletes the allocation.
+    case release
 
     var name: String {
         switch self {
         case .allocate: "allocate"
         case .bind: "bind"
-        case .refresh(let l): l == 0 ? "release" : "refresh"
+        case .release: "release"
         }
     }
 }
 
-/// One outstanding request and what retransmitting it needs (RFC 8489 §6.2.1).
-struct Transaction {
-    var kind: TransactionKind
-    var id: TransactionID
-    var bytes: [UInt8]
-    var authenticated: Bool
-    var sentAt: Timestamp
-    var rto: Duration
-    var attempts: Int
-    var staleRetries: Int
-}
-
 /// One benchmark client: its own UDP socket (so its own 5-tuple at the server, as distinct
-/// clients have), the allocation's TURN state, and at most one transaction in flight.
-/// Loop-confined.
+/// clients have) and its own `TURNClient` — the product's sans-IO client, so the benchmark
+/// measures what the product would do. Loop-confined.
 final class ClientAllocation {
     let index: Int
     let socket: UDPSocket
     /// The data path's batch (nil for idle allocations, which send only control messages).
     let queue: SendQueue?
-    var relayed: SocketAddress?
-    var realm: String?
-    var nonce: String?
-    var key: [UInt8]?
-    var allocated = false
+    var turn: TURNClient
     var bound = false
-    var transaction: Transaction?
+    /// The client's counters when the current pipeline operation began (for its deltas).
+    var statsAtBegin = TURNClientStats()
+    var busy = false
 
-    init(index: Int, socket: UDPSocket, queue: SendQueue?) {
+    init(index: Int, socket: UDPSocket, queue: SendQueue?, turn: TURNClient) {
         self.index = index
         self.socket = socket
         self.queue = queue
+        self.turn = turn
     }
+
+    var relayed: SocketAddress? { turn.relayedAddress }
+    var allocated: Bool { turn.relayedAddress != nil }
 }

@@ -442,7 +442,7 @@ struct TurnBench: ParsableCommand {
                 done(c.allocations.filter(\.allocated).map(\.index))
             }
             return try onLoop(client, timeout: 120) { (c, done: @escaping @Sendable (PipelineResult) -> Void) in
-                c.runPipeline(.refresh(lifetime: 0), targets: targets, window: window, maxAttempts: 2, completion: done)
+                c.runPipeline(.release, targets: targets, window: window, maxAttempts: 2, completion: done)
             }
         } catch {
             return PipelineResult(kind: "release")

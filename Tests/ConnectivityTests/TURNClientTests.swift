@@ -53,6 +53,21 @@ struct TURNClientAllocationTests {
         #expect(second.checkIntegrity(key: md5) == .valid(.sha1))
     }
 
+    @Test("REQUESTED-ADDRESS-FAMILY goes out only when asked for")
+    func requestedFamily() throws {
+        var c = TURNClient(config: {
+            var c = TURNClientConfig(server: serverAddress, credentials: TURNCredentials(username: "alice", password: "secret"))
+            c.requestedAddressFamily = .v6
+            return c
+        }())
+        c.allocate(now: .zero)
+        let first = try Message.decode(try unwrap(c.pollTransmit()).bytes)
+        #expect(first.requestedAddressFamily == .v6)
+        var plain = TURNClient(config: TURNClientConfig(server: serverAddress, credentials: TURNCredentials(username: "a", password: "b")))
+        plain.allocate(now: .zero)
+        #expect(try Message.decode(try unwrap(plain.pollTransmit()).bytes).requestedAddressFamily == nil)
+    }
+
     @Test("TURN REST credentials minted from the shared secret allocate")
     func allocatesWithRESTCredentials() throws {
         var sim = Simulation(credentials: .rest(secret: "rest-secret", name: "alice", expiry: unixAtZero + 86_400))
@@ -109,6 +124,16 @@ struct TURNClientAllocationTests {
         #expect(sim.requests(.refresh).isEmpty)
         sim.advance(seconds: 2)
         #expect(sim.requests(.refresh).first == Timestamp.seconds(1_960))
+    }
+
+    @Test("without a requested lifetime, refreshes ask for the one the server granted")
+    func refreshAsksForGrantedLifetime() throws {
+        var sim = Simulation(server: makeServer { $0.defaultLifetime = .seconds(900) })
+        _ = try unwrap(sim.allocate())
+        sim.advance(seconds: 721)
+        let refresh = try #require(sim.sent.last { $0.message?.type.method == .refresh }?.message)
+        #expect(refresh.lifetime == 900)
+        #expect(sim.requests(.refresh).first == Timestamp.seconds(1_720))
     }
 
     @Test("deallocate sends Refresh with lifetime 0 and the server frees the allocation")

@@ -4,9 +4,10 @@ import TURN
 
 /// One libFuzzer input. The first byte picks what is fuzzed:
 /// - even: `Message.decode` on the rest, and a re-encode of whatever decodes;
-/// - odd: the rest, split at 0xFF 0xFE markers into datagrams, fed to a TURN server through
-///   one 5-tuple that already holds an authenticated allocation with a channel and a
-///   permission, alternating client and peer directions, with time moving on.
+/// - odd, bit 1 clear: the rest, split at 0xFF 0xFE markers into datagrams, fed to a TURN server
+///   through one 5-tuple that already holds an authenticated allocation with a channel and a
+///   permission, alternating client and peer directions, with time moving on;
+/// - odd, bit 1 set: the same datagrams fed to the TURN client (`fuzzClient`) as if from its server.
 /// Any crash, trap or sanitizer report is a finding.
 func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
@@ -19,6 +20,10 @@ func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         }
         _ = ChannelData.parse(bytes)
         checkSendIndicationScan(bytes)
+        return 0
+    }
+    if data[0] & 2 != 0 {
+        fuzzClient(bytes)
         return 0
     }
     var h = Scenario.shared
