@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <unistd.h>
 #include <netinet/udp.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
@@ -89,6 +90,15 @@ const int CFZ_UDP_GRO = UDP_GRO;
 const int CFZ_MSG_TRUNC = MSG_TRUNC;
 const int CFZ_MSG_CTRUNC = MSG_CTRUNC;
 const int CFZ_SOCK_DGRAM = SOCK_DGRAM;
+const int CFZ_SOCK_STREAM = SOCK_STREAM;
+const int CFZ_IPPROTO_TCP = IPPROTO_TCP;
+const int CFZ_TCP_NODELAY = TCP_NODELAY;
+const int CFZ_SO_REUSEADDR = SO_REUSEADDR;
+const int CFZ_MSG_NOSIGNAL = MSG_NOSIGNAL;
+
+int cfz_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
+    return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
 const int CFZ_SOCK_NONBLOCK = SOCK_NONBLOCK;
 const int CFZ_SOCK_CLOEXEC = SOCK_CLOEXEC;
 

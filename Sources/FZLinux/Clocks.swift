@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CFZLinux
 import FZCore
 
 /// CLOCK_MONOTONIC as a `Timestamp`. The one clock protocol state machines are driven by: it never

@@ -6,10 +6,10 @@ import ArgumentParser
 public enum EnvironmentDefaults {
     static let single = [
         "listening-port", "min-port", "max-port", "realm", "static-auth-secret-file", "user-quota", "total-quota",
-        "max-permissions", "unauth-rate", "threads", "metrics-listen", "config", "log-level", "log-format",
+        "max-permissions", "unauth-rate", "max-tcp-connections", "max-tcp-connections-per-ip", "threads", "metrics-listen", "config", "log-level", "log-format",
     ]
     static let repeatable = ["listening-ip", "relay-ip", "external-ip", "user", "static-auth-secret", "allow-peer", "deny-peer"]
-    static let flags = ["allow-loopback-peers"]
+    static let flags = ["allow-loopback-peers", "no-tcp"]
 
     /// `FZ_RELAY_LISTENING_PORT` for `listening-port`.
     public static func variable(for option: String) -> String {

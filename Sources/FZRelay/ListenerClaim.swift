@@ -48,10 +48,10 @@ enum ListenerClaim {
     /// Runs `bind` (which binds every shard's listening sockets) while holding the port's
     /// start-up lock, after probing each listening address; throws `AddressInUse` when another
     /// process serves one of them.
-    static func exclusively<T>(udp: [SocketAddress], _ bind: () throws -> T) throws -> T {
+    static func exclusively<T>(udp: [SocketAddress], tcp: [SocketAddress], _ bind: () throws -> T) throws -> T {
         var locks: [AbstractLock] = []
         defer { for l in locks { l.release() } }
-        for port in Set(udp.map(\.port)).sorted() {
+        for port in Set((udp + tcp).map(\.port)).sorted() {
             do {
                 locks.append(try AbstractLock.acquire(name: lockName(port: port), timeout: lockTimeout))
             } catch {
@@ -65,6 +65,17 @@ enum ListenerClaim {
                 throw AddressInUse(address: address, transport: "UDP", underlying: error)
             } catch {
                 throw SystemError(errno: error.errno, call: "\(error.call) \(address)")
+            }
+        }
+        for address in tcp {
+            do {
+                // Bound, not listening: fails while anyone listens there (SO_REUSEADDR only
+                // tolerates TIME_WAIT leftovers of an earlier run).
+                try TCPListener(bindingTo: address, listen: false).close()
+            } catch where error.errno == EADDRINUSE {
+                throw AddressInUse(address: address, transport: "TCP", underlying: error)
+            } catch {
+                throw SystemError(errno: error.errno, call: "\(error.call) \(address) (TCP)")
             }
         }
         return try bind()

@@ -20,11 +20,20 @@ public struct RelayCommand: AsyncParsableCommand {
             dropping allocations. SIGTERM stops gracefully.
             """)
 
-    @Option(help: ArgumentHelp("Address to listen on for STUN/TURN over UDP (repeatable).", valueName: "ip"))
+    @Option(help: ArgumentHelp("Address to listen on for STUN/TURN over UDP and TCP (repeatable).", valueName: "ip"))
     var listeningIp: [String] = []
 
-    @Option(help: "UDP port to listen on.")
+    @Option(help: "Port to listen on, for UDP and (unless --no-tcp) TCP.")
     var listeningPort: Int = 3478
+
+    @Flag(help: "Do not serve TURN over TCP on the listening port (RFC 8656 §3.1; on by default).")
+    var noTcp = false
+
+    @Option(help: "TCP client connections the relay accepts at once; more are closed at accept.")
+    var maxTcpConnections: Int = 10_000
+
+    @Option(help: "TCP client connections one source IP may hold at once.")
+    var maxTcpConnectionsPerIp: Int = 64
 
     @Option(help: ArgumentHelp(
         "Local address relayed sockets are bound to (repeatable; one IPv4 and one IPv6 are used). Defaults to the listening address when that is not a wildcard.",

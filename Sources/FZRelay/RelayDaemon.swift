@@ -71,7 +71,7 @@ extension RelayDaemon {
         throws -> [LoopConfined<RelayShard>]
     {
         // One relay per address: no other process may serve a listening address (ListenerClaim).
-        try ListenerClaim.exclusively(udp: settings.listeners) {
+        try ListenerClaim.exclusively(udp: settings.listeners, tcp: settings.tcp ? settings.listeners : []) {
             try bindShards(settings: settings, directory: directory, metrics: metrics, watchdog: watchdog, logger: logger)
         }
     }

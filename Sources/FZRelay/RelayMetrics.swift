@@ -46,6 +46,7 @@ final class RelayMetrics: @unchecked Sendable {
             (\.relayedBytesToPeers, "relayed_bytes_to_peers"), (\.relayedBytesToClients, "relayed_bytes_to_clients"),
         ]
         counters = names.map { ($0.0, Metrics.Counter(label: "fz_relay_\($0.1)_total")) }
+        streams = (0..<shards).map { StreamGauges(thread: $0) }
     }
 
     func publish(shard i: Int, _ stats: ServerStats, allocations: Int, relaySockets: Int, sendDropped: UInt64,
@@ -63,6 +64,33 @@ final class RelayMetrics: @unchecked Sendable {
         self.truncated[i].record(Int64(clamping: truncated))
         self.groDatagrams[i].record(Int64(clamping: groDatagrams))
         self.gsoDatagrams[i].record(gsoDatagrams)
+    }
+
+    private struct StreamGauges {
+        let open, accepted, droppedMessages, droppedBytes, acceptFailures: Metrics.Gauge
+        let closed: [Metrics.Gauge]
+        init(thread i: Int) {
+            let t = ("thread", "\(i)")
+            open = Metrics.Gauge(label: "fz_relay_tcp_connections", dimensions: [t])
+            accepted = Metrics.Gauge(label: "fz_relay_tcp_accepted", dimensions: [t])
+            droppedMessages = Metrics.Gauge(label: "fz_relay_tcp_dropped_messages", dimensions: [t])
+            droppedBytes = Metrics.Gauge(label: "fz_relay_tcp_dropped_bytes", dimensions: [t])
+            acceptFailures = Metrics.Gauge(label: "fz_relay_tcp_accept_failures", dimensions: [t])
+            closed = StreamCloseReason.allCases.map { Metrics.Gauge(label: "fz_relay_tcp_closed", dimensions: [t, ("reason", $0.label)]) }
+        }
+    }
+
+    private let streams: [StreamGauges]
+
+    /// TCP clients of shard `i`: open connections, accepted, closed by reason, output drops.
+    func publishStreams(shard i: Int, _ c: StreamCounters, open: Int) {
+        let g = streams[i]
+        g.open.record(open)
+        g.accepted.record(Int64(clamping: c.accepted))
+        for (n, gauge) in zip(c.closed, g.closed) { gauge.record(Int64(clamping: n)) }
+        g.droppedMessages.record(Int64(clamping: c.droppedMessages))
+        g.droppedBytes.record(Int64(clamping: c.droppedBytes))
+        g.acceptFailures.record(Int64(clamping: c.acceptFailures))
     }
 
     func render() -> String { registry.emitToString() }

@@ -32,6 +32,9 @@ struct RelaySettings: Sendable {
     var unauthRate: Double
     /// Event-loop threads (shards).
     var threads: Int
+    /// TURN over TCP on the listening addresses (RFC 8656 §3.1).
+    var tcp: Bool
+    var streamLimits: StreamLimits
 
     /// Users, secrets, quotas and peer rules: the part of the configuration a reload replaces.
     struct Reloadable: Sendable, Equatable {
@@ -117,6 +120,12 @@ struct RelaySettings: Sendable {
         guard portRange.count / threads >= 2 else {
             throw ValidationError("--min-port/--max-port: \(portRange.count) ports cannot be split over \(threads) threads (--threads)")
         }
+        tcp = !c.noTcp
+        streamLimits = StreamLimits()
+        guard c.maxTcpConnections >= 0 else { throw ValidationError("--max-tcp-connections must not be negative") }
+        guard c.maxTcpConnectionsPerIp >= 0 else { throw ValidationError("--max-tcp-connections-per-ip must not be negative") }
+        streamLimits.maxConnections = c.maxTcpConnections
+        streamLimits.maxConnectionsPerIP = c.maxTcpConnectionsPerIp
         guard c.unauthRate >= 0 else { throw ValidationError("--unauth-rate must not be negative") }
         unauthRate = c.unauthRate
 
@@ -283,7 +292,7 @@ func readTextFile(_ path: String) -> String? {
 // redacted (ServiceLifecycle logs its services' descriptions at debug level).
 extension RelaySettings: CustomStringConvertible, CustomDebugStringConvertible {
     var description: String {
-        "RelaySettings(listeners: \(listeners), relay: \(relayAddresses.map(\.bind)), ports: \(portRange), realm: \(realm), threads: \(threads), \(reloadable))"
+        "RelaySettings(listeners: \(listeners), relay: \(relayAddresses.map(\.bind)), ports: \(portRange), realm: \(realm), threads: \(threads), tcp: \(tcp), \(reloadable))"
     }
     var debugDescription: String { description }
 }

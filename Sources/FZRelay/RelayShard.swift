@@ -71,6 +71,14 @@ final class RelayShard {
     @exclusivity(unchecked) var coalescedReads: UInt64 = 0
     @exclusivity(unchecked) var coalescedDatagrams: UInt64 = 0
 
+    // TCP clients (StreamClients.swift): off the UDP data path entirely, except one emptiness
+    // check per flush and one transport check per peer datagram in the TURN server.
+    var streamListeners: [SocketAddress: TCPListener] = [:]
+    var connections: [FiveTuple: StreamConnection] = [:]
+    var streamsToFlush: [StreamConnection] = []
+    var streamCounters = StreamCounters()
+    let streamLimits: StreamLimits
+
     init(index: Int, settings: RelaySettings, directory: ShardDirectory, nonceSecret: [UInt8], loop: EventLoop,
          logger: Logger, metrics: RelayMetrics) throws(SystemError) {
         self.index = index
@@ -78,6 +86,7 @@ final class RelayShard {
         self.directory = directory
         self.logger = logger
         self.metrics = metrics
+        streamLimits = settings.streamLimits
         table = RelaySocketTable(loop: loop)
         var config = settings.serverConfig
         config.portRange = settings.portSlice(index)
@@ -102,6 +111,15 @@ final class RelayShard {
             listeners[address] = listener
         }
         if listeners.count == 1, let (address, listener) = listeners.first { soleListener = (address, listener) }
+        if settings.tcp {
+            for address in settings.listeners {
+                do {
+                    streamListeners[address] = try TCPListener(bindingTo: address, reusePort: settings.threads > 1)
+                } catch {
+                    throw SystemError(errno: error.errno, call: "\(error.call) \(address) (TCP)")
+                }
+            }
+        }
         table.onPeerReadable = { [unowned self] socket in self.peerReadable(socket) }
         table.onWillClose = { [unowned self] socket in
             // Queued datagrams may still point at this socket: send them while it is open.
@@ -116,6 +134,9 @@ final class RelayShard {
     func register() throws(SystemError) {
         for (address, listener) in listeners {
             try loop.register(fd: listener.socket.fd) { [unowned self] _ in self.clientReadable(listener, address: address) }
+        }
+        for (address, listener) in streamListeners {
+            try loop.register(fd: listener.fd) { [unowned self] _ in self.streamListenerReadable(listener, address: address) }
         }
         // The first housekeeping (and with it STATUS= and WATCHDOG=) comes after READY=1,
         // which is queued with `execute` before the loop starts.
@@ -304,6 +325,10 @@ final class RelayShard {
         case .dataIndication(let client, let listenerAddress, let peer):
             guard let listener = listener(at: listenerAddress) else { return }
             enqueueDataIndication(listener, payload: UnsafeRawBufferPointer(payload), from: peer, to: client)
+        case .streamChannelData(let tuple, let channel):
+            relayStreamChannelData(UnsafeRawBufferPointer(payload), tuple: tuple, channel: channel, now: now)
+        case .streamDataIndication(let tuple, let peer):
+            relayStreamDataIndication(UnsafeRawBufferPointer(payload), tuple: tuple, peer: peer, now: now)
         }
     }
 
@@ -367,10 +392,12 @@ final class RelayShard {
         for l in listeners.values where l.queue.pending > 0 {
             sendDropped += UInt64(l.queue.flush(on: l.socket).dropped)
         }
+        if !streamsToFlush.isEmpty { flushStreams() }
     }
 
     func drainEvents() {
         for e in server.drainEvents() {
+            if !connections.isEmpty { streamAllocationEvent(e) }
             switch e {
             case .allocationCreated(let t, let user, let relayed, let lifetime):
                 logger.info("allocation created", metadata: [
@@ -410,6 +437,8 @@ final class RelayShard {
         metrics.publish(shard: index, server.stats, allocations: server.allocationCount, relaySockets: table.sockets.count,
                         sendDropped: sendDropped, truncated: truncatedDropped, handedOver: handedOver,
                         groDatagrams: coalescedDatagrams, gsoDatagrams: segmentedSent)
+        streamHousekeeping(now)
+        metrics.publishStreams(shard: index, streamCounters, open: connections.count)
         watchdog?.beat(loop: index, now: now)
         guard index == 0 else { return }
         watchdog?.pingIfDue(now: now)
@@ -432,6 +461,11 @@ final class RelayShard {
     }
 
     func closeAll() {
+        for c in Array(connections.values) { closeStream(c, .shutdown) }
+        for l in streamListeners.values {
+            loop.unregister(fd: l.fd)
+            l.close()
+        }
         for socket in table.sockets.values {
             loop.unregister(fd: socket.fd)
             socket.close()

@@ -10,6 +10,8 @@ final class ShardDirectory: Sendable {
     private struct State: Sendable {
         var owners: [FiveTuple: Int] = [:]
         var perUser: [String: Int] = [:]
+        var connections = 0
+        var connectionsPerIP: [IPAddress: Int] = [:]
     }
 
     private let state: Mutex<State>
@@ -39,6 +41,26 @@ final class ShardDirectory: Sendable {
             s.perUser[user] = n > 0 ? n : nil
         }
     }
+
+    /// Counts a new TCP client connection if the limits allow it (accept is the control path).
+    func admitConnection(_ ip: IPAddress, maxTotal: Int, maxPerIP: Int) -> Bool {
+        state.withLock { s in
+            guard s.connections < maxTotal, s.connectionsPerIP[ip, default: 0] < maxPerIP else { return false }
+            s.connections += 1
+            s.connectionsPerIP[ip, default: 0] += 1
+            return true
+        }
+    }
+
+    func releaseConnection(_ ip: IPAddress) {
+        state.withLock { s in
+            guard let n = s.connectionsPerIP[ip] else { return }
+            s.connections -= 1
+            s.connectionsPerIP[ip] = n > 1 ? n - 1 : nil
+        }
+    }
+
+    var totalConnections: Int { state.withLock { $0.connections } }
 
     func owner(of tuple: FiveTuple) -> Int? { state.withLock { $0.owners[tuple] } }
 

@@ -1,18 +1,35 @@
 import FZCore
 import STUN
 
-/// A client's transport 5-tuple as the relay sees it (RFC 8656 §2): the client's address and the
-/// listening address it reached. The transport is always UDP here.
+/// The transport between client and relay (RFC 8656 §3.1). The peer side is always UDP.
+public enum ClientTransport: UInt8, Sendable, Hashable {
+    case udp, tcp
+}
+
+/// A client's transport 5-tuple as the relay sees it (RFC 8656 §2): the client's address, the
+/// listening address it reached and the transport. Over TCP the tuple names the connection, so an
+/// allocation is the connection's (RFC 8656 §3.1) and a UDP client at the same address and port is
+/// another tuple.
 public struct FiveTuple: Hashable, Sendable, CustomStringConvertible {
     public var client: SocketAddress
     public var listener: SocketAddress
+    public var transport: ClientTransport
 
-    public init(client: SocketAddress, listener: SocketAddress) {
+    public init(client: SocketAddress, listener: SocketAddress, transport: ClientTransport = .udp) {
         self.client = client
         self.listener = listener
+        self.transport = transport
     }
 
-    public var description: String { "\(client)->\(listener)" }
+    /// UDP tuples hash exactly the two addresses, as before TCP existed: the UDP data path (one
+    /// lookup per datagram) pays nothing for the transport field.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(client)
+        hasher.combine(listener)
+        if transport != .udp { hasher.combine(transport) }
+    }
+
+    public var description: String { transport == .udp ? "\(client)->\(listener)" : "\(client)->\(listener)/tcp" }
 }
 
 /// The credentials a request was authenticated with; responses are signed with the same.

@@ -44,6 +44,12 @@ public enum PeerAction: Sendable, Equatable {
     /// transaction ID (`TransactionIDPool`); the server has checked that it is at most
     /// `ServerConfig.maxDataIndicationSize` bytes.
     case dataIndication(client: SocketAddress, listener: SocketAddress, peer: SocketAddress)
+    /// As `.channelData`, for an allocation whose client is on a stream (TCP): the shell writes
+    /// the header, the payload and padding to a multiple of four (RFC 8656 §12.5) to the
+    /// connection `tuple` names.
+    case streamChannelData(FiveTuple, channel: UInt16)
+    /// As `.dataIndication`, for an allocation whose client is on a stream.
+    case streamDataIndication(FiveTuple, peer: SocketAddress)
 }
 
 /// Things worth a log line, drained by the shell with `drainEvents()`.
@@ -55,7 +61,11 @@ public enum ServerEvent: Sendable, Equatable {
     /// are what an attacker can produce at will).
     case requestRefused(FiveTuple, username: String, method: UInt16, code: Int)
 
-    public enum DeletionReason: String, Sendable { case refreshedToZero = "refresh 0", expired, policyReload = "reload" }
+    public enum DeletionReason: String, Sendable {
+        case refreshedToZero = "refresh 0", expired, policyReload = "reload"
+        /// The client's TCP connection closed (RFC 8656 §3.1: the allocation is the connection's).
+        case connectionClosed = "connection closed"
+    }
 }
 
 /// Counters the shell exports as metrics. Everything the server drops is counted here.

@@ -94,6 +94,7 @@ extension TURNServer {
         }
         if let n = a.channelByPeer[peer], let ch = a.channels[n], ch.expiresAt > now {
             stats.relayedBytesToClients += UInt64(bytes.count)
+            if t.transport != .udp { return .streamChannelData(t, channel: n) }
             return .channelData(client: t.client, listener: t.listener, channel: n)
         }
         // A peer datagram near 64 KiB does not fit a STUN message with its header and
@@ -105,6 +106,7 @@ extension TURNServer {
             return .none
         }
         stats.relayedBytesToClients += UInt64(bytes.count)
+        if t.transport != .udp { return .streamDataIndication(t, peer: peer) }
         return .dataIndication(client: t.client, listener: t.listener, peer: peer)
     }
 }

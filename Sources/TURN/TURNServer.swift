@@ -143,14 +143,32 @@ public struct TURNServer<Sockets: RelaySocketProvider> {
     /// Handles one datagram a client sent to a listening socket.
     public mutating func handleClient(_ bytes: UnsafeRawBufferPointer, from client: SocketAddress,
                                       listener: SocketAddress, now: Timestamp) -> ClientAction {
-        handleClient(bytes, from: client, listener: listener, now: now, sendFastPath: true)
+        handleClient(bytes, tuple: FiveTuple(client: client, listener: listener), now: now, sendFastPath: true)
+    }
+
+    /// Handles one message a client sent on a stream (TCP): `bytes` is one STUN message or one
+    /// ChannelData message without its padding, as `StreamFraming` cuts them; `tuple` names the
+    /// connection. Answers are the same as over UDP; the shell writes them to the connection.
+    public mutating func handleStreamMessage(_ bytes: UnsafeRawBufferPointer, tuple: FiveTuple, now: Timestamp) -> ClientAction {
+        handleClient(bytes, tuple: tuple, now: now, sendFastPath: true)
+    }
+
+    /// The client's connection closed: its allocation, if any, ends with it (RFC 8656 §3.1).
+    public mutating func connectionClosed(_ tuple: FiveTuple) {
+        deleteAllocation(tuple, reason: .connectionClosed)
     }
 
     /// `sendFastPath: false` sends Send indications through the full decoder too: the reference
     /// the fast path is tested against.
     mutating func handleClient(_ bytes: UnsafeRawBufferPointer, from client: SocketAddress, listener: SocketAddress,
                                now: Timestamp, sendFastPath: Bool) -> ClientAction {
-        let tuple = FiveTuple(client: client, listener: listener)
+        handleClient(bytes, tuple: FiveTuple(client: client, listener: listener), now: now, sendFastPath: sendFastPath)
+    }
+
+    @inline(__always)
+    mutating func handleClient(_ bytes: UnsafeRawBufferPointer, tuple: FiveTuple, now: Timestamp,
+                               sendFastPath: Bool) -> ClientAction {
+        let client = tuple.client
         switch PacketKind.classify(bytes) {
         case .channelData:
             return handleChannelData(bytes, tuple: tuple, now: now)

@@ -106,6 +106,15 @@ extern const int CFZ_UDP_GRO;
 extern const int CFZ_MSG_TRUNC;
 extern const int CFZ_MSG_CTRUNC;
 extern const int CFZ_SOCK_DGRAM;
+extern const int CFZ_SOCK_STREAM;
+extern const int CFZ_IPPROTO_TCP;
+extern const int CFZ_TCP_NODELAY;
+extern const int CFZ_SO_REUSEADDR;
+/// send(2) flag: a write to a connection the peer reset fails with EPIPE instead of raising SIGPIPE.
+extern const int CFZ_MSG_NOSIGNAL;
+
+/// accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC) (accept4 is declared only under _GNU_SOURCE).
+int cfz_accept4(int fd, struct sockaddr *addr, socklen_t *len);
 extern const int CFZ_SOCK_NONBLOCK;
 extern const int CFZ_SOCK_CLOEXEC;
 
