@@ -1,3 +1,5 @@
+import CFZLinux
+
 #if canImport(Glibc)
 import Glibc
 #endif

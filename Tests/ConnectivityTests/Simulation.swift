@@ -118,6 +118,8 @@ struct Simulation {
                 buffer.withUnsafeMutableBytes { DataIndication.write(peer: from, transactionID: .random(), payload: p, into: $0) }
             }
             deliverToClient(Array(buffer[0..<n!]))
+        case .streamChannelData, .streamDataIndication:
+            Issue.record("the simulated client is on UDP; a stream action is a server bug")
         }
         return action
     }
