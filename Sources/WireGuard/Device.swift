@@ -33,6 +33,8 @@ public struct Device: Sendable {
     var peers: [Peer?] = []
     var slotsByKey: [PublicKey: UInt32] = [:]
     var freeSlots: [UInt32] = []
+    /// When each peer next needs its timers run (see `DeadlineSchedule`).
+    var schedule = DeadlineSchedule()
 
     public init(privateKey: PrivateKey, wallClock: WallClock) {
         self.privateKey = privateKey
@@ -55,6 +57,7 @@ public struct Device: Sendable {
         }
         peers[Int(slot)] = Peer(localKey: privateKey, configuration: configuration, wallClock: wallClock, indexSlot: slot)
         slotsByKey[configuration.publicKey] = slot
+        reschedule(slot)
         return PeerID(slot: slot)
     }
 
@@ -63,16 +66,28 @@ public struct Device: Sendable {
         slotsByKey[peer.publicKey] = nil
         peers[Int(id.slot)] = nil
         freeSlots.append(id.slot)
+        schedule.remove(id.slot)
     }
 
     public func peerID(for key: PublicKey) -> PeerID? { slotsByKey[key].map(PeerID.init) }
 
     public var peerIDs: [PeerID] { peers.indices.compactMap { peers[$0] == nil ? nil : PeerID(slot: UInt32($0)) } }
 
-    /// The peer, mutated in place (no copy of its sessions).
+    /// The peer, mutated in place (no copy of its sessions). Every mutation through here
+    /// reschedules the peer's timers, so nothing that changes a peer can leave the schedule stale.
     public subscript(id: PeerID) -> Peer {
         get { peers[Int(id.slot)]! }
-        _modify { yield &peers[Int(id.slot)]! }
+        _modify {
+            yield &peers[Int(id.slot)]!
+            reschedule(id.slot)
+        }
+    }
+
+    /// Reads the peer's next deadline in place and tells the schedule.
+    @inline(__always)
+    mutating func reschedule(_ slot: UInt32) {
+        let deadline = peers.withUnsafeBufferPointer { $0[Int(slot)]?.nextDeadline } ?? .distantFuture
+        schedule.reschedule(slot, deadline: deadline)
     }
 
     /// The peer's current endpoint, read in place. (`self[id].endpoint` goes through the
@@ -85,26 +100,21 @@ public struct Device: Sendable {
         return peers.withUnsafeBufferPointer { $0[slot]?.endpoint }
     }
 
-    /// The earliest deadline of any peer. Asked once per event-loop iteration, so the slots are
-    /// read in place: iterating `peers` (or `reduce` over it) copies every peer, sessions and all.
-    /// Still a scan of every slot: for gateways with many peers, a kept minimum (lowered whenever
-    /// a peer changes, recomputed when a timer fires) is the next step.
-    public var nextDeadline: Timestamp {
-        peers.withUnsafeBufferPointer { slots in
-            var earliest = Timestamp.distantFuture
-            for index in slots.indices {
-                if let deadline = slots[index]?.nextDeadline, deadline < earliest { earliest = deadline }
-            }
-            return earliest
-        }
-    }
+    /// The earliest deadline of any peer, read off the schedule in O(1). It may be a little early
+    /// (a peer whose timers moved later since): `handleTimeout` then finds nothing due for it.
+    public var nextDeadline: Timestamp { schedule.earliest }
 
-    /// Runs the timers of every peer that is due.
+    /// Runs the timers of every peer that is due: O(log n) per due peer, none for the others.
     public mutating func handleTimeout(now: Timestamp) -> [(PeerID, TimerAction)] {
         var actions: [(PeerID, TimerAction)] = []
-        for index in peers.indices where peers[index].map({ $0.nextDeadline <= now }) == true {
-            let id = PeerID(slot: UInt32(index))
-            for action in peers[index]!.handleTimeout(now: now) { actions.append((id, action)) }
+        while let slot = schedule.popDue(now: now) {
+            let index = Int(slot)
+            guard index < peers.count, peers[index] != nil else { continue }
+            if peers[index]!.nextDeadline <= now {
+                let id = PeerID(slot: slot)
+                for action in peers[index]!.handleTimeout(now: now) { actions.append((id, action)) }
+            }
+            reschedule(slot)
         }
         return actions
     }
