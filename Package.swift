@@ -54,6 +54,9 @@ let package = Package(
         // The connectivity engine: the TURN client (and, later, the ICE agent), sans-IO.
         .target(name: "Connectivity", dependencies: ["FZCore", "STUN", "FZCrypto"], swiftSettings: strict),
         .target(name: "WireGuard", dependencies: ["FZCore", "FZCrypto", "CSodium"], swiftSettings: strict),
+        // The pure state of a tunnel with many dynamic peers: the WireGuard device, AllowedIPs,
+        // per-peer paths (direct or relayed) and packet filters.
+        .target(name: "Tunnel", dependencies: ["FZCore", "WireGuard"], swiftSettings: strict),
 
         // MARK: The Linux I/O layer: owns every syscall
         .target(name: "FZLinux", dependencies: ["FZCore", "CFZLinux", "CSystemd"], swiftSettings: strict),
@@ -86,10 +89,19 @@ let package = Package(
         ),
         .executableTarget(name: "fz-relay", dependencies: ["FZRelay"], swiftSettings: strict),
 
+        // The tunnel data plane (I/O shell around Tunnel), shared by fz-gateway and fz-client.
+        .target(
+            name: "FZTunnel",
+            dependencies: [
+                "FZCore", "STUN", "Tunnel", "WireGuard", "FZLinux", "FZDaemon",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "FZGateway",
             dependencies: [
-                "FZCore", "WireGuard", "FZLinux", "FZDaemon",
+                "FZCore", "WireGuard", "Tunnel", "FZTunnel", "FZLinux", "FZDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -163,6 +175,12 @@ let package = Package(
             name: "ConnectivityTests", dependencies: ["Connectivity", "TURN", "STUN", "FZLinux", "FZTestSupport"],
             swiftSettings: strict),
         .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "FZLinux", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "FZTunnelTests", dependencies: ["FZTunnel", "Tunnel", "WireGuard", "FZLinux", "FZCore", "FZTestSupport",
+                                                  .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        .testTarget(
+            name: "TunnelTests", dependencies: ["Tunnel", "WireGuard", "STUN", "FZCore", "FZTestSupport"], swiftSettings: strict),
         .testTarget(name: "FZControlTests", dependencies: ["FZControl", "FZCore", "FZTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "FZControlClientTests", dependencies: ["FZControlClient", "FZControl", "FZTestSupport"], swiftSettings: strict),

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 #include <netinet/udp.h>
 #include <netinet/tcp.h>
@@ -122,3 +123,5 @@ bool cfz_supports_udp_segment(void) { return supports_udp_sockopt(UDP_SEGMENT, 5
 bool cfz_supports_udp_gro(void) { return supports_udp_sockopt(UDP_GRO, 1); }
 
 #endif  // __linux__
+
+int cfz_unshare_network_namespace(void) { return unshare(CLONE_NEWNET); }

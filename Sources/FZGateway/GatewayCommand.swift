@@ -2,8 +2,10 @@ import ArgumentParser
 import FZCore
 import FZDaemon
 import FZLinux
+import FZTunnel
 import Logging
 import ServiceLifecycle
+import Tunnel
 import WireGuard
 
 #if canImport(Glibc)
@@ -123,16 +125,15 @@ public enum StaticGateway {
         let (seconds, nanoseconds) = RealtimeClock.now()
         let wallClock = WireGuard.WallClock(anchor: TAI64N(unixSeconds: seconds, nanoseconds: nanoseconds),
                                             at: MonotonicClock.now())
-        var device = Device(privateKey: config.interface.privateKey, wallClock: wallClock)
-        var allowed = AllowedIPs<PeerID>()
+        var state = TunnelState(device: Device(privateKey: config.interface.privateKey, wallClock: wallClock))
         for peer in config.peers {
             let configuration = PeerConfiguration(
                 publicKey: peer.publicKey, presharedKey: peer.presharedKey,
                 persistentKeepalive: peer.persistentKeepalive.map { .seconds($0) }, endpoint: peer.endpoint, mtu: mtu)
-            guard let id = device.addPeer(configuration) else {
+            // Static peers roam (wg-quick semantics) and AllowedIPs alone decides what they reach.
+            guard state.addPeer(configuration, allowedIPs: peer.allowedIPs) != nil else {
                 throw WireGuardConfigurationError(line: peer.line, key: "PublicKey", message: "cannot add this peer")
             }
-            for prefix in peer.allowedIPs { allowed.insert(prefix, id) }
         }
 
         let tun = try TunDevice(name: interfaceName, offload: offload)
@@ -166,21 +167,20 @@ public enum StaticGateway {
         }
 
         let loop = try EventLoop()
-        let plane = DataPlane(device: device, allowedIPs: allowed, tun: tun, socketV4: socketV4, socketV6: socketV6,
-                              mtu: mtu, logger: logger)
+        let plane = DataPlane(state: state, tun: tun, socketV4: socketV4, socketV6: socketV6, mtu: mtu, logger: logger)
         plane.watchdog = Watchdog(loops: 1)
         let readiness = Readiness()
         var endpoint: MetricsServer?
         if let address = metricsListen {
             let metrics = GatewayMetrics()
-            plane.metrics = metrics
+            plane.metrics = { metrics.publish($0) }
             endpoint = MetricsServer(address: address, readiness: readiness, metrics: metrics, logger: logger)
         }
         try plane.attach(to: loop)
         let thread = try loop.start(name: "fz-gw-loop")
         logger.info("interface up", metadata: [
             "interface": "\(tun.name)", "port": "\(socketV4.localAddress.port)",
-            "public-key": "\(device.publicKey)", "peers": "\(config.peers.count)", "mtu": "\(mtu)",
+            "public-key": "\(state.device.publicKey)", "peers": "\(config.peers.count)", "mtu": "\(mtu)",
             "offload": "\(tun.hasVirtioHeader ? "tso+gro" : "off")",
         ])
         readiness.set(true)

@@ -1,44 +1,26 @@
 import FZCore
 import Prometheus
+import FZTunnel
 import Synchronization
+import Tunnel
 import WireGuard
-
-/// What the data plane counted, as its loop thread published it (once a second): the gateway's
-/// own counters, the WireGuard device's drops, and one entry per peer.
-public struct GatewaySnapshot: Sendable, Equatable {
-    public struct PeerEntry: Sendable, Equatable {
-        public var publicKey: String
-        public var stats: PeerStatistics
-        /// Unix time of the last completed handshake (nil: none yet), as wg(8) `latest-handshake`.
-        public var lastHandshakeUnixSeconds: Double?
-    }
-
-    public var counters = GatewayCounters()
-    public var udpSendDropped: UInt64 = 0
-    public var deviceDropped = DropCounters()
-    public var cookieRepliesSent: UInt64 = 0
-    public var underLoad = false
-    public var peers: [PeerEntry] = []
-
-    public init() {}
-}
 
 /// The gateway's `/metrics` (`--metrics-listen`): the loop thread hands over a snapshot, the HTTP
 /// side renders it in Prometheus text format. Rendering builds a fresh registry from the latest
 /// snapshot, so a removed peer's series disappear with it and the loop thread never touches a
 /// metrics object (nothing on the data path).
 public final class GatewayMetrics: Sendable {
-    private let latest = Mutex(GatewaySnapshot())
+    private let latest = Mutex(TunnelSnapshot())
 
     public init() {}
 
-    public func publish(_ snapshot: GatewaySnapshot) { latest.withLock { $0 = snapshot } }
+    public func publish(_ snapshot: TunnelSnapshot) { latest.withLock { $0 = snapshot } }
 
-    public var snapshot: GatewaySnapshot { latest.withLock { $0 } }
+    public var snapshot: TunnelSnapshot { latest.withLock { $0 } }
 
     public func render() -> String { Self.render(self.snapshot) }
 
-    static var counterFields: [(KeyPath<GatewayCounters, UInt64>, String, String)] {[
+    static var counterFields: [(KeyPath<TunnelCounters, UInt64>, String, String)] {[
         (\.tunPacketsRead, "tun_reads", "Reads from the TUN interface (one may be a TSO segment of many packets)."),
         (\.tunPacketsWritten, "tun_writes", "Writes of decrypted packets to the TUN interface (one may be a coalesced run)."),
         (\.tunSuperPacketsRead, "tso_reads", "TUN reads that were TSO segments."),
@@ -46,16 +28,21 @@ public final class GatewayMetrics: Sendable {
         (\.tunSuperPacketsWritten, "gso_writes", "Coalesced (GSO) TUN writes."),
         (\.handshakeMessagesReceived, "handshake_messages", "Handshake messages with a valid MAC1."),
         (\.underLoadEpisodes, "under_load_episodes", "Times the gateway went under handshake load (cookies required)."),
+        (\.channelDataReceived, "channel_data_received", "WireGuard messages received through a TURN relay (ChannelData)."),
+        (\.channelDataSent, "channel_data_sent", "WireGuard messages sent through a TURN relay (ChannelData)."),
+        (\.connectivityDatagrams, "connectivity_datagrams", "STUN and unclaimed ChannelData handed to the connectivity engine."),
     ]}
 
-    static var dropFields: [(KeyPath<GatewayCounters, UInt64>, String)] {[
+    static var dropFields: [(KeyPath<TunnelCounters, UInt64>, String)] {[
         (\.droppedNoRoute, "no_route"), (\.droppedMalformedOutgoing, "malformed_outgoing"),
         (\.droppedNoEndpoint, "no_endpoint"), (\.droppedSourceNotAllowed, "source_not_allowed"),
         (\.droppedMalformedIncoming, "malformed_incoming"), (\.droppedTunWrite, "tun_write"),
         (\.droppedTruncated, "truncated"), (\.droppedNoSocket, "no_socket"),
+        (\.droppedFiltered, "filtered"), (\.droppedNotWireGuard, "not_wireguard"),
+        (\.droppedMalformedChannelData, "malformed_channel_data"),
     ]}
 
-    static func render(_ s: GatewaySnapshot) -> String {
+    static func render(_ s: TunnelSnapshot) -> String {
         let r = PrometheusCollectorRegistry()
         func name(_ base: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
             MetricNameDescriptor(namespace: "fz", subsystem: "gateway", metricName: base, unitName: unit, helpText: help)

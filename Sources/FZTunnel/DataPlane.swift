@@ -2,18 +2,34 @@ import FZCore
 import FZDaemon
 import FZLinux
 import Logging
+import STUN
+import Tunnel
 import WireGuard
 
-/// The static-peer WireGuard data plane: one TUN interface, one UDP socket per address family, one
-/// `Device`, all driven by one `EventLoop` on its own thread.
+/// The WireGuard data plane for many peers that come and go: one TUN interface, one UDP socket
+/// per address family shared with the connectivity engine, the pure `TunnelState` (the `Device`,
+/// AllowedIPs, per-peer paths and packet filters), all driven by one `EventLoop` on its own thread.
 ///
-/// TUN → destination → AllowedIPs (longest prefix) → `Peer.encapsulate` → UDP, and
-/// UDP → `Device.decapsulate` → inner source checked against that peer's AllowedIPs → TUN.
-/// The peer's endpoint follows the source of its authenticated packets (roaming, §2.1); the core
-/// updates it, and every send reads it afresh.
+/// TUN → destination → AllowedIPs (longest prefix) → `Peer.encapsulate` → the peer's path → UDP,
+/// and UDP → demultiplexed (RFC 7983: WireGuard, ChannelData, STUN) → `Device.decapsulate` →
+/// inner source checked against that peer's AllowedIPs, destination against its packet filter →
+/// TUN.
 ///
-/// Buffers: TUN packets are read into a preallocated slab with 16 bytes of headroom, encrypted in
-/// place and handed to `SendQueue` as gather entries (no copy), flushed before the slab is reused.
+/// Paths (`PeerPath`): in the static-peer mode a peer roams (its endpoint follows the source of
+/// its authenticated packets, §2.1); a peer the connectivity engine owns is sent to the address it
+/// chose (`direct`), or through a TURN relay as ChannelData (`relayed`): the 4-byte header is
+/// written into headroom in front of the WireGuard message, so relaying costs no copy. Inbound
+/// ChannelData on a relayed peer's (relay, channel) is unwrapped in place and decrypted; every
+/// other non-WireGuard datagram (STUN: ICE checks, TURN responses; ChannelData nobody claimed)
+/// goes to the `connectivity` hook, which may answer through `send(_:to:)` on the same socket.
+///
+/// Peers change at run time (`addPeer`, `removePeer`, `setAllowedIPs`, `setPath`, `setFilter`):
+/// every change is incremental, and the device's timer schedule finds the next deadline in O(1)
+/// however many peers are idle.
+///
+/// Buffers: TUN packets are read into a preallocated slab with 20 bytes of headroom (ChannelData
+/// and WireGuard headers), encrypted in place and handed to `SendQueue` as gather entries (no
+/// copy), flushed before the slab is reused.
 /// Incoming datagrams arrive in a `ReceivePool` and are decrypted into one scratch buffer, then
 /// written to the TUN interface. Nothing on these paths allocates, except the core's queue of
 /// packets that wait for a handshake.
@@ -31,18 +47,18 @@ import WireGuard
 /// `HandshakeLoadMonitor`; while it reports load, `Device.underLoad` is set, so the core answers
 /// messages without a valid MAC2 with a 64-byte cookie reply (no Curve25519 work) and passes the
 /// ones with a valid MAC2 through its per-source `HandshakeRateLimiter` (20/s, burst 5). Entering
-/// and leaving that state is logged, and everything is counted (`GatewayCounters`, `Device`).
+/// and leaving that state is logged, and everything is counted (`TunnelCounters`, `Device`).
 ///
 /// Loop-confined: every method runs on the loop thread (or before the loop starts).
 public final class DataPlane {
-    public private(set) var device: Device
-    public private(set) var counters = GatewayCounters()
+    public private(set) var state: TunnelState
+    public var device: Device { state.device }
+    public private(set) var counters = TunnelCounters()
     public private(set) var load: HandshakeLoadMonitor
     public let tun: TunDevice
     public let socketV4: UDPSocket?
     public let socketV6: UDPSocket?
 
-    private var allowedIPs: AllowedIPs<PeerID>
     private let logger: Logger
     private let batch = 64
     private let slotStride: Int
@@ -60,8 +76,17 @@ public final class DataPlane {
     /// systemd's watchdog, set before `attach`: the loop thread beats and pings it from its
     /// housekeeping, so a loop that hangs stops the pings and systemd restarts the gateway.
     public var watchdog: Watchdog?
-    /// Where housekeeping publishes the counters for `/metrics` (`--metrics-listen`), set before `attach`.
-    public var metrics: GatewayMetrics?
+    /// Where housekeeping publishes the counters for `/metrics` (`--metrics-listen`), set before
+    /// `attach`; called on the loop thread once a second.
+    public var metrics: (@Sendable (TunnelSnapshot) -> Void)?
+    /// Non-WireGuard datagrams (STUN, unclaimed ChannelData), on the loop thread, for the
+    /// connectivity engine; the bytes are valid only during the call. Nil: they are dropped and
+    /// counted (`droppedNotWireGuard`).
+    public var connectivity: ((UnsafeRawBufferPointer, SocketAddress, Timestamp) -> Void)?
+    /// Bytes in front of each WireGuard message: room for a ChannelData header.
+    static let channelHeadroom = ChannelData.headerSize
+    /// Offset of the plaintext in a slab slot: ChannelData header, then the 16-byte WireGuard header.
+    static let plaintextOffset = channelHeadroom + 16
     private var nextHousekeeping: Timestamp = .distantFuture
     /// Device counters when the current under-load episode began, for its log line.
     private var episodeStart: (at: Timestamp, cookies: UInt64, limited: UInt64, handshakes: UInt64)?
@@ -69,18 +94,18 @@ public final class DataPlane {
     /// - Parameters:
     ///   - mtu: the TUN MTU; buffers are sized from it.
     ///   - load: when the gateway counts as under load (handshake flood protection).
-    public init(device: Device, allowedIPs: AllowedIPs<PeerID>, tun: TunDevice, socketV4: UDPSocket?,
+    public init(state: TunnelState, tun: TunDevice, socketV4: UDPSocket?,
                 socketV6: UDPSocket?, mtu: Int, load: HandshakeLoadMonitor = HandshakeLoadMonitor(), logger: Logger) {
         precondition(socketV4 != nil || socketV6 != nil, "the data plane needs a UDP socket")
         self.load = load
-        self.device = device
-        self.allowedIPs = allowedIPs
+        self.state = state
         self.tun = tun
         self.socketV4 = socketV4
         self.socketV6 = socketV6
         self.logger = logger
-        // 16-byte header + packet padded to 16 + 16-byte tag, rounded to cache lines.
-        slotStride = (mtu + 16 + 16 + 16 + 63) & ~63
+        // 4-byte ChannelData headroom + 16-byte header + packet padded to 16 + 16-byte tag, rounded
+        // to cache lines.
+        slotStride = (mtu + Self.plaintextOffset + 16 + 16 + 63) & ~63
         tunSlab = .allocate(byteCount: slotStride * batch, alignment: 64)
         let datagramCapacity = max(2048, slotStride + 64)
         scratch = .allocate(byteCount: datagramCapacity, alignment: 16)
@@ -122,7 +147,8 @@ public final class DataPlane {
 
         loop.deadlineProvider = { [unowned self] in
             // While under load, also wake up when it ends, to log that and clear the flag.
-            min(self.device.nextDeadline, self.device.underLoad ? self.load.until : .distantFuture, self.nextHousekeeping)
+            min(self.state.device.nextDeadline, self.state.device.underLoad ? self.load.until : .distantFuture,
+                self.nextHousekeeping)
         }
         loop.timeoutHandler = { [unowned self] now in self.handleTimers(now: now) }
         loop.afterIterationHandler = { [unowned self] in self.flush() }
@@ -139,6 +165,30 @@ public final class DataPlane {
         pool.deallocate()
         queueV4.deallocate()
         queueV6.deallocate()
+    }
+
+    // MARK: peers (loop thread: the control side hands changes over with `EventLoop.execute`)
+
+    /// Adds a peer; nil if its key is already configured (see `TunnelState.addPeer`).
+    @discardableResult
+    public func addPeer(_ configuration: PeerConfiguration, allowedIPs: [CIDR], path: PeerPath = .roaming,
+                        filter: PacketFilter = .allowAll) -> PeerID? {
+        state.addPeer(configuration, allowedIPs: allowedIPs, path: path, filter: filter)
+    }
+
+    /// Removes a peer mid-traffic: from the next packet on, its prefixes route nowhere and its
+    /// datagrams find no session.
+    public func removePeer(_ id: PeerID) { state.removePeer(id) }
+    public func setAllowedIPs(_ prefixes: [CIDR], of id: PeerID) { state.setAllowedIPs(prefixes, of: id) }
+    /// Moves the peer to another path (a nominated ICE pair, a failover to a relay).
+    public func setPath(_ path: PeerPath, of id: PeerID) { state.setPath(path, of: id) }
+    public func setFilter(_ filter: PacketFilter, of id: PeerID) { state.setFilter(filter, of: id) }
+
+    /// Sends a datagram of the connectivity engine's (STUN, ChannelData it framed) on the shared
+    /// socket of `destination`'s family; copied, so the bytes may be reused at once.
+    @discardableResult
+    public func send(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress) -> Bool {
+        enqueue(bytes, to: destination)
     }
 
     /// Datagrams dropped by the send queues (socket buffer full, unreachable...).
@@ -158,7 +208,8 @@ public final class DataPlane {
         while used < batch, reads < batch * 2 {
             reads += 1
             let slot = tunSlab + used * slotStride
-            let packetArea = UnsafeMutableRawBufferPointer(start: slot + 16, count: slotStride - 32)
+            let packetArea = UnsafeMutableRawBufferPointer(start: slot + Self.plaintextOffset,
+                                                           count: slotStride - Self.plaintextOffset - 16)
             let n: Int
             do {
                 guard case .processed(let count) = try tun.read(into: packetArea) else { break }
@@ -168,15 +219,8 @@ public final class DataPlane {
                 break
             }
             counters.tunPacketsRead &+= 1
-            guard let peer = route(UnsafeRawBufferPointer(start: slot + 16, count: n)) else { continue }
-            let out = UnsafeMutableRawBufferPointer(start: slot, count: slotStride)
-            let plaintext = UnsafeRawBufferPointer(start: slot + 16, count: n)
-            switch device[peer].encapsulate(plaintext, into: out, now: now) {
-            case .datagram(let length), .handshakeInitiation(let length):
-                if send(UnsafeRawBufferPointer(start: slot, count: length), peer: peer, copy: false) { used += 1 }
-            case .queued, .drop:
-                break
-            }
+            guard let peer = route(UnsafeRawBufferPointer(start: slot + Self.plaintextOffset, count: n)) else { continue }
+            if encapsulateSlot(slot, length: n, peer: peer, now: now) { used += 1 }
         }
         flush()
     }
@@ -189,7 +233,7 @@ public final class DataPlane {
         let now = MonotonicClock.now()
         var used = 0
         var reads = 0
-        let plaintextCapacity = slotStride - 32
+        let plaintextCapacity = slotStride - Self.plaintextOffset - 16
         while reads < batch {
             reads += 1
             let n: Int
@@ -222,7 +266,7 @@ public final class DataPlane {
                 }
                 if used == batch { flush(); used = 0 }
                 let slot = tunSlab + used * slotStride
-                (slot + 16).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
+                (slot + Self.plaintextOffset).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
                 if encapsulateSlot(slot, length: packet.count, peer: peer, now: now) { used += 1 }
                 continue
             }
@@ -242,22 +286,35 @@ public final class DataPlane {
             for index in 0..<segmenter.segmentCount {
                 if used == batch { flush(); used = 0 }
                 let slot = tunSlab + used * slotStride
-                let length = segmenter.writeSegment(index, into: UnsafeMutableRawBufferPointer(start: slot + 16, count: plaintextCapacity))
+                let length = segmenter.writeSegment(
+                    index, into: UnsafeMutableRawBufferPointer(start: slot + Self.plaintextOffset, count: plaintextCapacity))
                 if encapsulateSlot(slot, length: length, peer: peer, now: now) { used += 1 }
             }
         }
         flush()
     }
 
-    /// Encrypts the plaintext at `slot + 16` in place and queues it uncopied. True if the slot is
-    /// now referenced by a send queue (it must not be reused before the next flush).
+    /// Encrypts the plaintext at `slot + plaintextOffset` in place (the WireGuard message starts
+    /// at `slot + channelHeadroom`) and queues it uncopied, behind a ChannelData header written
+    /// into the headroom when the peer is relayed. True if the slot is now referenced by a send
+    /// queue (it must not be reused before the next flush).
     @inline(__always)
     private func encapsulateSlot(_ slot: UnsafeMutableRawPointer, length: Int, peer: PeerID, now: Timestamp) -> Bool {
-        let out = UnsafeMutableRawBufferPointer(start: slot, count: slotStride)
-        let plaintext = UnsafeRawBufferPointer(start: slot + 16, count: length)
-        switch device[peer].encapsulate(plaintext, into: out, now: now) {
+        let message = slot + Self.channelHeadroom
+        let out = UnsafeMutableRawBufferPointer(start: message, count: slotStride - Self.channelHeadroom)
+        let plaintext = UnsafeRawBufferPointer(start: slot + Self.plaintextOffset, count: length)
+        switch state.device[peer].encapsulate(plaintext, into: out, now: now) {
         case .datagram(let n), .handshakeInitiation(let n):
-            return send(UnsafeRawBufferPointer(start: slot, count: n), peer: peer, copy: false)
+            guard let (destination, channel) = state.destination(of: peer) else {
+                counters.droppedNoEndpoint &+= 1
+                return false
+            }
+            guard let channel else {
+                return enqueueInPlace(UnsafeRawBufferPointer(start: message, count: n), to: destination)
+            }
+            ChannelData.writeHeader(channel: channel, length: n, to: slot)
+            counters.channelDataSent &+= 1
+            return enqueueInPlace(UnsafeRawBufferPointer(start: slot, count: Self.channelHeadroom + n), to: destination)
         case .queued, .drop:
             return false
         }
@@ -266,24 +323,15 @@ public final class DataPlane {
     /// The peer for an outgoing packet's destination; counts the drop when there is none.
     @inline(__always)
     private func route(_ packet: UnsafeRawBufferPointer) -> PeerID? {
-        guard packet.count >= 1 else {
+        switch state.route(packet) {
+        case .peer(let peer):
+            return peer
+        case .noRoute:
+            counters.droppedNoRoute &+= 1
+        case .malformed:
             counters.droppedMalformedOutgoing &+= 1
-            return nil
         }
-        let peer: PeerID?
-        switch packet[0] >> 4 {
-        case 4 where packet.count >= 20:
-            peer = allowedIPs.lookup(v4: UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
-        case 6 where packet.count >= 40:
-            peer = allowedIPs.lookup(
-                v6High: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 24, as: UInt64.self)),
-                low: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 32, as: UInt64.self)))
-        default:
-            counters.droppedMalformedOutgoing &+= 1
-            return nil
-        }
-        if peer == nil { counters.droppedNoRoute &+= 1 }
-        return peer
+        return nil
     }
 
     // MARK: UDP → TUN
@@ -312,11 +360,51 @@ public final class DataPlane {
         flush()
     }
 
+    /// Demultiplexes one datagram (RFC 7983 by its first byte): WireGuard (types 1-4) to the
+    /// device; ChannelData on a relayed peer's channel unwrapped and then to the device; the rest
+    /// to the connectivity hook.
     @inline(__always)
     private func receiveDatagram(_ datagram: UnsafeRawBufferPointer, from source: SocketAddress, now: Timestamp) {
+        switch PacketKind.classify(datagram) {
+        case .other:
+            receiveWireGuard(datagram, from: source, channel: nil, now: now)
+        case .channelData:
+            let channel = UInt16(datagram[0]) << 8 | UInt16(datagram[1])
+            guard state.peer(relay: source, channel: channel) != nil else {
+                handOver(datagram, from: source, now: now)
+                return
+            }
+            let length = Int(UInt16(datagram[2]) << 8 | UInt16(datagram[3]))
+            guard Self.channelHeadroom + length <= datagram.count else {
+                counters.droppedMalformedChannelData &+= 1
+                return
+            }
+            counters.channelDataReceived &+= 1
+            let inner = UnsafeRawBufferPointer(rebasing: datagram[Self.channelHeadroom..<(Self.channelHeadroom + length)])
+            receiveWireGuard(inner, from: source, channel: channel, now: now)
+        case .stun:
+            handOver(datagram, from: source, now: now)
+        }
+    }
+
+    @inline(__always)
+    private func handOver(_ datagram: UnsafeRawBufferPointer, from source: SocketAddress, now: Timestamp) {
+        guard let connectivity else {
+            counters.droppedNotWireGuard &+= 1
+            return
+        }
+        counters.connectivityDatagrams &+= 1
+        connectivity(datagram, source, now)
+    }
+
+    /// One WireGuard message, straight from `source` or (`channel` set) unwrapped from ChannelData
+    /// that relay sent: a handshake or cookie reply goes back the way the message came.
+    @inline(__always)
+    private func receiveWireGuard(_ datagram: UnsafeRawBufferPointer, from source: SocketAddress, channel: UInt16?,
+                                  now: Timestamp) {
         let handshake = Self.isHandshakeMessage(datagram)
         if handshake { updateLoadState(now: now) }
-        let (peer, result) = device.decapsulate(datagram, from: source, into: scratch, now: now)
+        let (peer, result) = state.device.decapsulate(datagram, from: source, into: scratch, now: now)
         if handshake, result != .drop(.invalidMAC1), result != .drop(.malformed) {
             // A valid MAC1: without the cookie mechanism this would cost a Curve25519 computation.
             counters.handshakeMessagesReceived &+= 1
@@ -326,33 +414,31 @@ public final class DataPlane {
         case .packet(let range):
             deliver(UnsafeRawBufferPointer(rebasing: scratch[range]), from: peer!)
         case .handshakeResponse(let n), .cookieReply(let n):
-            enqueue(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), to: source)
+            enqueue(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), to: source, channel: channel)
         case .handshakeCompleted(let n):
-            logger.info("handshake completed", metadata: ["peer": "\(device[peer!].publicKey)", "endpoint": "\(source)"])
-            send(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), peer: peer!, copy: true)
+            logger.info("handshake completed", metadata: ["peer": "\(state.device[peer!].publicKey)", "endpoint": "\(source)"])
+            send(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), peer: peer!)
         case .keepalive, .cookieAccepted, .drop:
             break
         }
-        if let peer, device[peer].queuedPacketCount > 0 { drainQueue(of: peer, now: now) }
+        if let peer, state.device[peer].queuedPacketCount > 0 { drainQueue(of: peer, now: now) }
     }
 
-    /// Checks the inner source against the sending peer's AllowedIPs and writes the packet to TUN.
+    /// Checks the inner source against the sending peer's AllowedIPs and the destination against
+    /// its packet filter, and writes the packet to TUN.
     @inline(__always)
     private func deliver(_ packet: UnsafeRawBufferPointer, from peer: PeerID) {
-        let owner: PeerID?
-        switch packet.count >= 1 ? packet[0] >> 4 : 0 {
-        case 4 where packet.count >= 20:
-            owner = allowedIPs.lookup(v4: UInt32(bigEndian: packet.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
-        case 6 where packet.count >= 40:
-            owner = allowedIPs.lookup(
-                v6High: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
-                low: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
-        default:
-            counters.droppedMalformedIncoming &+= 1
-            return
-        }
-        guard owner == peer else {
+        switch state.admit(packet, from: peer) {
+        case .deliver:
+            break
+        case .sourceNotAllowed:
             counters.droppedSourceNotAllowed &+= 1
+            return
+        case .filtered:
+            counters.droppedFiltered &+= 1
+            return
+        case .malformed:
+            counters.droppedMalformedIncoming &+= 1
             return
         }
         guard tun.hasVirtioHeader else {
@@ -391,8 +477,8 @@ public final class DataPlane {
     }
 
     private func drainQueue(of peer: PeerID, now: Timestamp) {
-        while let n = device[peer].nextQueuedDatagram(into: scratch, now: now) {
-            send(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), peer: peer, copy: true)
+        while let n = state.device[peer].nextQueuedDatagram(into: scratch, now: now) {
+            send(UnsafeRawBufferPointer(rebasing: scratch[0..<n]), peer: peer)
         }
     }
 
@@ -411,9 +497,9 @@ public final class DataPlane {
     /// Sets `Device.underLoad` from the load monitor; logs and counts the transitions.
     func updateLoadState(now: Timestamp) {
         let underLoad = load.isUnderLoad(now: now)
-        guard underLoad != device.underLoad else { return }
-        device.underLoad = underLoad
-        let cookies = device.cookieRepliesSent, limited = device.dropped[.rateLimited]
+        guard underLoad != state.device.underLoad else { return }
+        state.device.underLoad = underLoad
+        let cookies = state.device.cookieRepliesSent, limited = state.device.dropped[.rateLimited]
         if underLoad {
             counters.underLoadEpisodes &+= 1
             episodeStart = (now, cookies, limited, counters.handshakeMessagesReceived)
@@ -440,11 +526,11 @@ public final class DataPlane {
 
     func handleTimers(now: Timestamp) {
         if now >= nextHousekeeping { housekeeping(now: now) }
-        if device.underLoad { updateLoadState(now: now) }
-        for (peer, action) in device.handleTimeout(now: now) {
+        if state.device.underLoad { updateLoadState(now: now) }
+        for (peer, action) in state.device.handleTimeout(now: now) {
             switch action {
             case .sendHandshakeInitiation(let bytes), .sendKeepalive(let bytes):
-                bytes.withUnsafeBytes { _ = send($0, peer: peer, copy: true) }
+                bytes.withUnsafeBytes { _ = send($0, peer: peer) }
             case .handshakeGaveUp(let dropped):
                 logger.notice("handshake gave up", metadata: ["peer": "\(device[peer].publicKey)", "dropped": "\(dropped)"])
             case .keysErased:
@@ -462,14 +548,15 @@ public final class DataPlane {
             watchdog.beat(loop: 0, now: now)
             watchdog.pingIfDue(now: now)
         }
-        if let metrics { metrics.publish(snapshot(now: now)) }
+        if let metrics { metrics(snapshot(now: now)) }
     }
 
     /// The counters as `/metrics` shows them (allocates: once a second, never per packet).
-    func snapshot(now: Timestamp) -> GatewaySnapshot {
-        var s = GatewaySnapshot()
+    func snapshot(now: Timestamp) -> TunnelSnapshot {
+        var s = TunnelSnapshot()
         s.counters = counters
         s.udpSendDropped = UInt64(udpSendDropped)
+        let device = state.device
         s.deviceDropped = device.dropped
         s.cookieRepliesSent = device.cookieRepliesSent
         s.underLoad = device.underLoad
@@ -485,20 +572,42 @@ public final class DataPlane {
 
     // MARK: sending
 
-    /// Queues a datagram to the peer's current endpoint: copied into the queue, or (`copy: false`)
-    /// referenced in place, which requires a flush before the bytes are reused. False if dropped.
+    /// Queues a WireGuard message to the peer's path, copied into the queue (behind a
+    /// ChannelData header when relayed). False if dropped.
     @discardableResult
-    private func send(_ bytes: UnsafeRawBufferPointer, peer: PeerID, copy: Bool) -> Bool {
-        guard let endpoint = device.endpoint(of: peer) else {
+    private func send(_ bytes: UnsafeRawBufferPointer, peer: PeerID) -> Bool {
+        guard let (destination, channel) = state.destination(of: peer) else {
             counters.droppedNoEndpoint &+= 1
             return false
         }
-        if copy { return enqueue(bytes, to: endpoint) }
-        guard let (queue, socket) = queue(for: endpoint) else { return false }
-        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
-        if queue.enqueue(header: empty, payload: bytes, to: endpoint) { return true }
+        return enqueue(bytes, to: destination, channel: channel)
+    }
+
+    /// Queues a copy of `bytes` to `destination`, as ChannelData on `channel` when there is one.
+    @discardableResult
+    private func enqueue(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress, channel: UInt16?) -> Bool {
+        guard let channel else { return enqueue(bytes, to: destination) }
+        guard let (queue, socket) = queue(for: destination) else { return false }
+        let length = Self.channelHeadroom + bytes.count
+        guard length <= queue.capacity else { return false }
+        counters.channelDataSent &+= 1
+        let fill = { (slot: UnsafeMutableRawBufferPointer) in
+            ChannelData.writeHeader(channel: channel, length: bytes.count, to: slot.baseAddress!)
+            (slot.baseAddress! + Self.channelHeadroom).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        }
+        if queue.enqueue(to: destination, length: length, fill) { return true }
         queue.flush(on: socket)
-        return queue.enqueue(header: empty, payload: bytes, to: endpoint)
+        return queue.enqueue(to: destination, length: length, fill)
+    }
+
+    /// Queues bytes that stay in the slab until the next flush (not copied).
+    @inline(__always)
+    private func enqueueInPlace(_ bytes: UnsafeRawBufferPointer, to destination: SocketAddress) -> Bool {
+        guard let (queue, socket) = queue(for: destination) else { return false }
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        if queue.enqueue(header: empty, payload: bytes, to: destination) { return true }
+        queue.flush(on: socket)
+        return queue.enqueue(header: empty, payload: bytes, to: destination)
     }
 
     @discardableResult

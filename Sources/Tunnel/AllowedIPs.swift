@@ -6,7 +6,9 @@ import FZCore
 ///
 /// One hash table per prefix length in use, scanned from the longest: at most 33 (IPv4) or 129
 /// (IPv6) probes, in practice a few, and a lookup never allocates. Inserting a prefix that is
-/// already present moves it to the new value, as `wg set ... allowed-ips` does.
+/// already present moves it to the new value, as `wg set ... allowed-ips` does. Changes are
+/// incremental: inserting or removing one prefix touches one hash table, never the others
+/// (`Tunnel` keeps each peer's own prefixes, so removing a peer removes exactly those).
 public struct AllowedIPs<Value: Equatable & Sendable>: Sendable {
     struct V6Key: Hashable, Sendable {
         var high: UInt64
@@ -32,7 +34,28 @@ public struct AllowedIPs<Value: Equatable & Sendable>: Sendable {
         }
     }
 
-    /// Removes every prefix mapped to a value matching `predicate` (a removed peer).
+    /// Removes one prefix (exactly this address and length); returns the value it mapped to.
+    @discardableResult
+    public mutating func remove(_ prefix: CIDR) -> Value? {
+        switch prefix.address {
+        case .v4(let a): Self.remove(&v4, prefix.prefixLength, a.value)
+        case .v6(let a): Self.remove(&v6, prefix.prefixLength, V6Key(high: a.high, low: a.low))
+        }
+    }
+
+    /// The value of exactly this prefix (not a longest-prefix lookup).
+    public func value(at prefix: CIDR) -> Value? {
+        switch prefix.address {
+        case .v4(let a): v4.first { $0.length == prefix.prefixLength }?.table[a.value]
+        case .v6(let a): v6.first { $0.length == prefix.prefixLength }?.table[V6Key(high: a.high, low: a.low)]
+        }
+    }
+
+    /// The number of prefixes in the table.
+    public var count: Int { v4.reduce(0) { $0 + $1.table.count } + v6.reduce(0) { $0 + $1.table.count } }
+
+    /// Removes every prefix mapped to a value matching `predicate` (a scan of every table: for
+    /// one peer's prefixes, `remove(_:)` each of them).
     public mutating func removeAll(where predicate: (Value) -> Bool) {
         for i in v4.indices { v4[i].table = v4[i].table.filter { !predicate($0.value) } }
         for i in v6.indices { v6[i].table = v6[i].table.filter { !predicate($0.value) } }
@@ -91,5 +114,12 @@ public struct AllowedIPs<Value: Equatable & Sendable>: Sendable {
         }
         let position = levels.firstIndex { $0.length < length } ?? levels.endIndex
         levels.insert(Level(length: length, table: [key: value]), at: position)
+    }
+
+    private static func remove<Key>(_ levels: inout [Level<Key>], _ length: Int, _ key: Key) -> Value? {
+        guard let i = levels.firstIndex(where: { $0.length == length }) else { return nil }
+        let removed = levels[i].table.removeValue(forKey: key)
+        if levels[i].table.isEmpty { levels.remove(at: i) }
+        return removed
     }
 }

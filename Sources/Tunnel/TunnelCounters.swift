@@ -1,6 +1,6 @@
-/// What the data plane did with packets outside the WireGuard core's own counters (which count
+/// What the tunnel data plane did with packets outside the WireGuard core's own counters (which count
 /// protocol drops per peer and per device). Plain integers, touched only by the loop thread.
-public struct GatewayCounters: Sendable, Equatable {
+public struct TunnelCounters: Sendable, Equatable {
     /// Reads from the TUN interface (with offloads one read may be a TSO segment of many packets:
     /// see `tunSegmentsCut`).
     public var tunPacketsRead: UInt64 = 0
@@ -29,6 +29,17 @@ public struct GatewayCounters: Sendable, Equatable {
     public var tunSuperPacketsRead: UInt64 = 0
     public var tunSegmentsCut: UInt64 = 0
     public var tunSuperPacketsWritten: UInt64 = 0
+    /// Decrypted packets the sending peer's packet filter refused (destination, protocol or port).
+    public var droppedFiltered: UInt64 = 0
+    /// Non-WireGuard datagrams (STUN, unclaimed ChannelData) while no connectivity engine listens.
+    public var droppedNotWireGuard: UInt64 = 0
+    /// ChannelData on a relayed peer's channel whose length field exceeds the datagram.
+    public var droppedMalformedChannelData: UInt64 = 0
+    /// WireGuard messages received and sent through a TURN relay as ChannelData.
+    public var channelDataReceived: UInt64 = 0
+    public var channelDataSent: UInt64 = 0
+    /// Datagrams handed to the connectivity engine (ICE checks, TURN responses...).
+    public var connectivityDatagrams: UInt64 = 0
     /// Times the gateway went under load (§5.3), and the total time it spent there.
     public var underLoadEpisodes: UInt64 = 0
     public var underLoadNanoseconds: UInt64 = 0
@@ -42,6 +53,8 @@ public struct GatewayCounters: Sendable, Equatable {
             + "tun_write_dropped=\(droppedTunWrite) truncated=\(droppedTruncated) no_socket=\(droppedNoSocket) "
             + "handshake_messages=\(handshakeMessagesReceived) under_load_episodes=\(underLoadEpisodes) "
             + "under_load_ms=\(underLoadNanoseconds / 1_000_000) tso_read=\(tunSuperPacketsRead) "
-            + "tso_segments=\(tunSegmentsCut) gso_written=\(tunSuperPacketsWritten)"
+            + "tso_segments=\(tunSegmentsCut) gso_written=\(tunSuperPacketsWritten) filtered=\(droppedFiltered) "
+            + "not_wireguard=\(droppedNotWireGuard) channel_data_in=\(channelDataReceived) "
+            + "channel_data_out=\(channelDataSent) connectivity=\(connectivityDatagrams)"
     }
 }

@@ -1,7 +1,7 @@
 import FZCore
 import Testing
 
-@testable import FZGateway
+@testable import Tunnel
 
 @Suite struct AllowedIPsTests {
     func ip(_ s: String) -> IPAddress { IPAddress(s)! }

@@ -2,7 +2,7 @@ import FZCore
 import FZTestSupport
 import Testing
 
-@testable import FZGateway
+@testable import Tunnel
 
 @Suite struct HandshakeLoadMonitorTests {
     func record(_ monitor: inout HandshakeLoadMonitor, now: Timestamp) -> Bool { monitor.record(now: now) }

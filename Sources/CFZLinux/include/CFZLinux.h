@@ -118,6 +118,10 @@ int cfz_accept4(int fd, struct sockaddr *addr, socklen_t *len);
 extern const int CFZ_SOCK_NONBLOCK;
 extern const int CFZ_SOCK_CLOEXEC;
 
+/// unshare(CLONE_NEWNET) for the calling thread only (declared only under _GNU_SOURCE): 0 or -1
+/// with errno. Sockets and TUN devices opened afterwards on this thread live in the new namespace.
+int cfz_unshare_network_namespace(void);
+
 /// Whether the kernel accepts setsockopt(SOL_UDP, UDP_SEGMENT) on a fresh UDP socket.
 bool cfz_supports_udp_segment(void);
 /// Whether the kernel accepts setsockopt(SOL_UDP, UDP_GRO) on a fresh UDP socket.
