@@ -11,8 +11,11 @@
 # Environment (all optional):
 #   FZ_GATEWAY_BIN=PATH           fz-gateway to use (default: swift build -c release --product fz-gateway)
 #   FZ_BENCH_SECONDS=5            iperf3 duration per measurement
-#   FZ_BENCH_PAIRS="fz-fz fz-wg wg-wg fzn-fzn"   which pairs (A-B: A is the iperf3 client side);
-#                                 fz = fz-gateway (offloads on, its default), fzn = fz-gateway --no-offload
+#   FZ_BENCH_PAIRS="fz-fz fzi-fzi fz-wg wg-wg fzn-fzn"   which pairs (A-B: A is the iperf3 client side);
+#                                 fz = fz-gateway (offloads on, its default), fzn = fz-gateway --no-offload,
+#                                 fzi = fz-gateway with FZ_BENCH_IDLE_PEERS idle peers configured beside
+#                                 the busy one (the many-peer data plane must not slow the busy one down)
+#   FZ_BENCH_IDLE_PEERS=500       idle peers for fzi (own keys, a /32 each, an endpoint nobody answers on)
 #
 # Namespaces fzwgb-a-<pid>/fzwgb-b-<pid>, veth 10.241.0.1/.2, tunnel 10.242.0.1/.2; everything is
 # deleted on exit (trap), also on failure or Ctrl-C. Processes are stopped by PID.
@@ -20,7 +23,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FZ_BENCH_SECONDS:-5}
-pairs=${FZ_BENCH_PAIRS:-"fz-fz fz-wg wg-wg fzn-fzn"}
+pairs=${FZ_BENCH_PAIRS:-"fz-fz fzi-fzi fz-wg wg-wg fzn-fzn"}
+idle_peers=${FZ_BENCH_IDLE_PEERS:-500}
 [ "$(id -u)" = 0 ] || { echo "bench-wireguard.sh: needs root" >&2; exit 1; }
 for tool in iperf3 wireguard-go wg ip; do
     command -v $tool >/dev/null || { echo "bench-wireguard.sh: $tool missing (apt-get install --no-install-recommends iperf3 wireguard-go wireguard-tools)" >&2; exit 1; }
@@ -80,7 +84,7 @@ start_side() {
         ns=$ns_b key=$key_b peer_pub=$pub_a port=51831 peer_port=51830 addr=10.242.0.2 peer_addr=10.242.0.1 peer_under=10.241.0.1
     fi
     ifname=wgbn$side$tag
-    if [ "$kind" = fz ] || [ "$kind" = fzn ]; then
+    if [ "$kind" = fz ] || [ "$kind" = fzn ] || [ "$kind" = fzi ]; then
         local offload_flag=--offload
         [ "$kind" = fzn ] && offload_flag=--no-offload
         cat > "$work/$side.conf" <<EOF
@@ -94,6 +98,17 @@ PublicKey = $peer_pub
 AllowedIPs = $peer_addr/32
 Endpoint = $peer_under:$peer_port
 EOF
+        if [ "$kind" = fzi ]; then
+            # Idle peers: random public keys, 10.243.x.y/32 each, an endpoint on the other side's
+            # address where nothing listens. They never handshake (no traffic, no keepalive).
+            python3 - "$idle_peers" "$peer_under" >> "$work/$side.conf" <<'PY'
+import base64, os, sys
+count, under = int(sys.argv[1]), sys.argv[2]
+for i in range(count):
+    key = base64.b64encode(os.urandom(32)).decode()
+    print(f"[Peer]\nPublicKey = {key}\nAllowedIPs = 10.243.{i // 250}.{i % 250 + 1}/32\nEndpoint = {under}:{40000 + i}")
+PY
+        fi
         ip netns exec "$ns" "$FZ_GATEWAY_BIN" --wg-config "$work/$side.conf" --interface "$ifname" \
             $offload_flag --log-level warning > "$work/$side.log" 2>&1 &
         TUNNEL_PID=$!
@@ -150,7 +165,8 @@ for pair in $pairs; do
     rm -f "$work"/a.conf "$work"/b.conf
 done
 
-names() { case $1 in fz) echo fz-gateway;; fzn) echo "fz-gateway --no-offload";; wg) echo wireguard-go;; esac; }
+names() { case $1 in fz) echo fz-gateway;; fzn) echo "fz-gateway --no-offload";; fzi) echo "fz-gateway + $idle_peers idle peers";;
+                    wg) echo wireguard-go;; esac; }
 echo
 echo "iperf3 TCP through the tunnel, ${seconds} s each, $(nproc) cores; CPU = both tunnel processes (user+sys) per Gbit moved"
 printf '| %-52s | %12s | %12s | %12s | %12s |\n' "client side -> server side" "1 stream Mb/s" "CPU s/Gbit" "4 streams Mb/s" "CPU s/Gbit"
@@ -162,10 +178,19 @@ for r in "${results[@]}"; do
 done
 
 # The ratio the issue asks for: fz<->fz over wireguard-go<->wireguard-go (same run, same box).
-fzfz="" wgwg=""
+fzfz="" wgwg="" fzifzi=""
 for r in "${results[@]}"; do
-    case $r in fz-fz\ *) fzfz=$r;; wg-wg\ *) wgwg=$r;; esac
+    case $r in fz-fz\ *) fzfz=$r;; wg-wg\ *) wgwg=$r;; fzi-fzi\ *) fzifzi=$r;; esac
 done
+if [ -n "$fzfz" ] && [ -n "$fzifzi" ]; then
+    python3 - $fzfz $fzifzi "$idle_peers" <<'PY'
+import sys
+f = [float(x) for x in sys.argv[2:6]]
+i = [float(x) for x in sys.argv[7:11]]
+print(f"\nwith {sys.argv[11]} idle peers / with one peer (fz-gateway<->fz-gateway): throughput x{i[0] / f[0]:.2f} (1 stream), "
+      f"x{i[2] / f[2]:.2f} (4 streams); CPU per Gbit x{i[1] / f[1]:.2f} (1 stream), x{i[3] / f[3]:.2f} (4 streams)")
+PY
+fi
 if [ -n "$fzfz" ] && [ -n "$wgwg" ]; then
     python3 - $fzfz $wgwg <<'PY'
 import sys
