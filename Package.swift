@@ -101,7 +101,7 @@ let package = Package(
         .target(
             name: "FZGateway",
             dependencies: [
-                "FZCore", "WireGuard", "Tunnel", "FZTunnel", "FZLinux", "FZDaemon",
+                "FZCore", "WireGuard", "Tunnel", "FZTunnel", "FZLinux", "FZDaemon", "FZControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -174,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "ConnectivityTests", dependencies: ["Connectivity", "TURN", "STUN", "FZLinux", "FZTestSupport"],
             swiftSettings: strict),
-        .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "FZLinux", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "Tunnel", "FZControl", "FZCore", "FZLinux", "FZTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "FZTunnelTests", dependencies: ["FZTunnel", "Tunnel", "WireGuard", "FZLinux", "FZCore", "FZTestSupport",
                                                   .product(name: "Logging", package: "swift-log")],
