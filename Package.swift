@@ -101,7 +101,7 @@ let package = Package(
         .target(
             name: "FZGateway",
             dependencies: [
-                "FZCore", "WireGuard", "Tunnel", "FZTunnel", "FZLinux", "FZDaemon", "FZControl",
+                "FZCore", "WireGuard", "Tunnel", "FZTunnel", "FZLinux", "FZDaemon", "FZControl", "FZControlClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -1,8 +1,11 @@
 import ArgumentParser
+import FZControl
+import FZControlClient
 import FZCore
 import FZDaemon
 import FZLinux
 import FZTunnel
+import Foundation
 import Logging
 import ServiceLifecycle
 import Tunnel
@@ -12,9 +15,10 @@ import WireGuard
 import Glibc
 #endif
 
-/// `fz-gateway`. Today only the static-peer mode (`--wg-config`): a WireGuard interface configured
-/// from a wg-quick file, interoperable with wireguard-go and the kernel implementation. The
-/// portal-driven mode (`FZ_TOKEN`, `FZ_PORTAL_URL`) builds on this data plane later.
+/// `fz-gateway`: the portal-driven mode (`FZ_PORTAL_URL` or `--portal-url`, and a site token from
+/// `FZ_TOKEN`, `--token-file` or `$CREDENTIALS_DIRECTORY/fz-token`), or the static-peer mode
+/// (`--wg-config`): a WireGuard interface configured from a wg-quick file, interoperable with
+/// wireguard-go and the kernel implementation.
 public struct GatewayCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "fz-gateway",
@@ -27,6 +31,8 @@ public struct GatewayCommand: ParsableCommand {
             (READY=1) once traffic can flow, and pings its watchdog (WATCHDOG=1 at half WatchdogSec) \
             from the data-plane thread. SIGTERM or SIGINT removes the interface and exits 0. \
             Needs CAP_NET_ADMIN.
+
+            Portal mode (without --wg-config; FZ_PORTAL_URL and FZ_TOKEN set): a fresh WireGuard key             per start, no disk state; joins the portal as a gateway of the token's site, adds a peer             for each client the portal authorizes (only the client's tunnel addresses as sources, only             the authorized resources, protocols and ports as destinations) until the authorization             expires or is revoked, forwards into the Site with masquerade (an nftables table of its own,             removed at exit), and notifies READY=1 once it has joined.
             """)
 
     @Option(name: .customLong("wg-config"), help: ArgumentHelp("A wg-quick configuration file.", valueName: "file"))
@@ -34,6 +40,25 @@ public struct GatewayCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Name of the TUN interface to create (at most 15 bytes).", valueName: "name"))
     var interface: String = "fz0"
+
+    @Option(help: ArgumentHelp("Portal mode: the fz-portal to join (http(s):// or ws(s)://; default $FZ_PORTAL_URL).", valueName: "url"))
+    var portalUrl: String?
+
+    @Option(help: ArgumentHelp(
+        "Portal mode: file holding the site token (default: $FZ_TOKEN, then $CREDENTIALS_DIRECTORY/fz-token).", valueName: "path"))
+    var tokenFile: String?
+
+    @Option(help: "Portal mode: the name the portal shows for this gateway (default: the host name).")
+    var name: String?
+
+    @Option(help: "Portal mode: UDP port for WireGuard (0: any free port).")
+    var listenPort: UInt16 = 0
+
+    @Option(help: "Portal mode: MTU of the TUN interface.")
+    var mtu: Int = 1280
+
+    @Flag(inversion: .prefixedNo, help: "Portal mode: masquerade traffic into the Site (an nftables table of the gateway's own).")
+    var masquerade: Bool = true
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
@@ -56,8 +81,8 @@ public struct GatewayCommand: ParsableCommand {
     public init() {}
 
     public func validate() throws {
-        guard wgConfig != nil else {
-            throw ValidationError("--wg-config FILE is required (the portal-driven mode is not implemented yet)")
+        if wgConfig == nil {
+            _ = try portalSettings()
         }
         guard !interface.isEmpty, interface.utf8.count <= 15, !interface.contains("/"), !interface.contains(" ") else {
             throw ValidationError("--interface must be 1-15 bytes without '/' or spaces")
@@ -73,7 +98,16 @@ public struct GatewayCommand: ParsableCommand {
         (LogFormat(rawValue: logFormat) ?? .text).bootstrap()
         var logger = Logger(label: "fz-gateway")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        let path = wgConfig!
+        guard let path = wgConfig else {
+            let settings = try portalSettings()
+            do {
+                try PortalGateway.run(settings, logger: logger)
+            } catch {
+                logger.critical("fz-gateway failed: \(error)")
+                throw ExitCode.failure
+            }
+            return
+        }
         let text: String
         do {
             text = try Self.readFile(path)
@@ -93,6 +127,25 @@ public struct GatewayCommand: ParsableCommand {
         } catch {
             logger.critical("fz-gateway failed: \(error)")
             throw ExitCode.failure
+        }
+    }
+
+    /// The portal mode's settings from flags and environment; errors name the flag.
+    func portalSettings(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> PortalGatewaySettings {
+        guard let text = portalUrl ?? environment["FZ_PORTAL_URL"] else {
+            throw ValidationError("either --wg-config FILE (static mode) or --portal-url / FZ_PORTAL_URL (portal mode) is required")
+        }
+        do {
+            let url = try PortalURL(text, flag: portalUrl != nil ? "--portal-url" : "FZ_PORTAL_URL")
+            let token = try PortalToken.resolve(tokenFile: tokenFile, environment: environment)
+            guard (576...9000).contains(mtu) else { throw ValidationError("--mtu must be 576-9000") }
+            let name = (name ?? ProcessInfo.processInfo.hostName).trimmingCharacters(in: .whitespaces)
+            guard !name.isEmpty, name.utf8.count <= 255 else { throw ValidationError("--name must be 1-255 bytes") }
+            return PortalGatewaySettings(url: url, token: token, name: name, interfaceName: interface, listenPort: listenPort, mtu: mtu,
+                                         offload: offload, metricsListen: metricsListen.flatMap { SocketAddress($0) },
+                                         masquerade: masquerade)
+        } catch let error as FZControl.ValidationError {
+            throw ValidationError("\(error.field): \(error.reason)")
         }
     }
 

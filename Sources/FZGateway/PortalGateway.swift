@@ -1,0 +1,321 @@
+import FZControl
+import FZControlClient
+import FZCore
+import FZDaemon
+import FZLinux
+import FZTunnel
+import Foundation
+import Logging
+import Synchronization
+import Tunnel
+import WireGuard
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The portal-driven gateway's settings, checked before anything starts (errors name the flag).
+public struct PortalGatewaySettings: Sendable {
+    public var url: PortalURL
+    public var token: String
+    public var name: String
+    public var interfaceName: String
+    public var listenPort: UInt16
+    public var mtu: Int
+    public var offload: Bool
+    public var metricsListen: SocketAddress?
+    /// Masquerade what clients send into the Site (an nftables table the gateway owns).
+    public var masquerade: Bool
+}
+
+/// The nftables table the gateway owns: masquerade for packets that arrive from its TUN device
+/// and leave by another interface, so the Site's hosts answer the gateway and the replies find
+/// their way back into the tunnel. Created at start, deleted at exit (also after SIGTERM); nothing
+/// else of the host's ruleset is touched. `nft` is run with the ruleset on stdin.
+struct MasqueradeTable {
+    let name: String
+    let interfaceName: String
+
+    init(interfaceName: String) {
+        self.interfaceName = interfaceName
+        // One table per gateway interface, so two gateways on a host do not share one.
+        name = "fz_gateway_" + interfaceName.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
+    }
+
+    func install() throws {
+        let rules = """
+            table inet \(name) {
+                chain postrouting {
+                    type nat hook postrouting priority srcnat; policy accept;
+                    iifname "\(interfaceName)" oifname != "\(interfaceName)" masquerade
+                }
+            }
+            """
+        try Self.nft(["-f", "-"], input: "delete table inet \(name)\n", ignoreFailure: true)
+        try Self.nft(["-f", "-"], input: rules)
+    }
+
+    func remove() { try? Self.nft(["delete", "table", "inet", name], ignoreFailure: true) }
+
+    @discardableResult
+    static func nft(_ arguments: [String], input: String? = nil, ignoreFailure: Bool = false) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        } ?? "/usr/sbin/nft")
+        process.arguments = arguments
+        let stdin = Pipe(), stderr = Pipe()
+        process.standardInput = stdin
+        process.standardError = stderr
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try? stdin.fileHandleForWriting.close()
+        process.waitUntilExit()
+        let message = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        if process.terminationStatus != 0 && !ignoreFailure {
+            throw GatewayError("nft \(arguments.joined(separator: " ")) failed: \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return message
+    }
+}
+
+struct GatewayError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Portal mode: a fresh WireGuard key per start (no disk state), the session to
+/// `/api/v1/ws/gateway`, and the data plane on its own loop thread. `authorize`, `revoke`,
+/// expiry and `init` go through `Authorizations` (pure); its changes are applied on the loop.
+///
+/// Not yet: ICE. A client's peer roams (its path is wherever its authenticated WireGuard
+/// datagrams come from), so today a client reaches the gateway only where the gateway's UDP port
+/// is reachable; `ice_candidates` are logged and dropped until the connectivity engine lands.
+public enum PortalGateway {
+    public static func run(_ settings: PortalGatewaySettings, logger: Logger) throws {
+        try TerminationSignals.block()
+        let privateKey = PrivateKey.generate()
+        let (seconds, nanoseconds) = RealtimeClock.now()
+        let wallClock = WireGuard.WallClock(anchor: TAI64N(unixSeconds: seconds, nanoseconds: nanoseconds), at: MonotonicClock.now())
+        let state = TunnelState(device: Device(privateKey: privateKey, wallClock: wallClock))
+
+        let tun = try TunDevice(name: settings.interfaceName, offload: settings.offload)
+        let netlink = try RouteNetlinkSocket()
+        try netlink.setLink(index: tun.index, up: false, mtu: settings.mtu)
+        try netlink.setLink(index: tun.index, up: true, mtu: nil)
+        Self.enableForwarding(logger: logger)
+        let table = MasqueradeTable(interfaceName: tun.name)
+        if settings.masquerade { try table.install() }
+        defer { if settings.masquerade { table.remove() } }
+
+        let socketV4 = try UDPSocket(bindingTo: SocketAddress(IPv4Address.any, settings.listenPort),
+                                     receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
+        let socketV6 = try? UDPSocket(bindingTo: SocketAddress(IPv6Address.any, socketV4.localAddress.port),
+                                      receiveBufferSize: 4 << 20, sendBufferSize: 4 << 20)
+        let loop = try EventLoop()
+        let plane = DataPlane(state: state, tun: tun, socketV4: socketV4, socketV6: socketV6, mtu: settings.mtu, logger: logger)
+        plane.watchdog = Watchdog(loops: 1)
+        let readiness = Readiness()
+        var endpoint: MetricsServer?
+        if let address = settings.metricsListen {
+            let metrics = GatewayMetrics()
+            plane.metrics = { metrics.publish($0) }
+            endpoint = MetricsServer(address: address, readiness: readiness, metrics: metrics, logger: logger)
+        }
+        try plane.attach(to: loop)
+        let thread = try loop.start(name: "fz-gw-loop")
+        let control = GatewayControl(plane: plane, loop: loop, netlink: netlink, tunIndex: tun.index, logger: logger)
+        logger.info("interface up", metadata: [
+            "interface": "\(tun.name)", "port": "\(socketV4.localAddress.port)", "public-key": "\(privateKey.publicKey)",
+        ])
+
+        let session = PortalSession<ToGateway, FromGateway>(
+            url: settings.url, path: "/api/v1/ws/gateway",
+            query: [("public_key", privateKey.publicKey.base64), ("name", settings.name)], token: settings.token, logger: logger)
+        let exit = Mutex<Int32?>(nil)
+        let sessionTask = Task.detached {
+            do {
+                try await session.run { event in await control.handle(event, session: session, readiness: readiness) }
+            } catch let refused as SessionRefused {
+                logger.critical("the portal refused this gateway: \(refused)")
+                exit.withLock { $0 = 1 }
+                kill(getpid(), SIGTERM)
+            } catch {
+                logger.error("portal session ended: \(error)")
+            }
+        }
+        let expiry = Task.detached {
+            // Grants end at their expires_at (second resolution on the wire).
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(250))
+                control.expire()
+            }
+        }
+
+        let signal = try TerminationSignals.wait()
+        logger.info("signal \(signal): stopping")
+        readiness.set(false)
+        SystemdNotifier.notify("STOPPING=1")
+        sessionTask.cancel()
+        expiry.cancel()
+        endpoint?.stop()
+        loop.stop()
+        thread.join()
+        plane.close(loop: loop)
+        netlink.close()
+        logger.info("stopped")
+        if let code = exit.withLock({ $0 }) {
+            if settings.masquerade { table.remove() }
+            Glibc.exit(code)
+        }
+    }
+
+    /// Routing between the tunnel and the Site: IPv4 and IPv6 forwarding on (per network
+    /// namespace; a gateway's reason to exist). Logged when not permitted.
+    static func enableForwarding(logger: Logger) {
+        for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] {
+            do {
+                try "1\n".write(toFile: path, atomically: false, encoding: .utf8)
+            } catch {
+                logger.warning("cannot enable forwarding (\(path)): \(error)")
+            }
+        }
+    }
+}
+
+/// The control side of the portal mode: owns `Authorizations` and maps clients to peers.
+/// Called from the session's task and the expiry task; every tunnel change runs on the loop.
+final class GatewayControl: Sendable {
+    private struct State: Sendable {
+        var authorizations = Authorizations()
+        var ready = false
+    }
+
+    private let state = Mutex(State())
+    private let confined: LoopBox
+    private let loop: EventLoop
+    private let netlink: NetlinkBox
+    private let tunIndex: Int32
+    private let logger: Logger
+
+    init(plane: DataPlane, loop: EventLoop, netlink: RouteNetlinkSocket, tunIndex: Int32, logger: Logger) {
+        confined = LoopBox(plane)
+        self.loop = loop
+        self.netlink = NetlinkBox(netlink)
+        self.tunIndex = tunIndex
+        self.logger = logger
+    }
+
+    func handle(_ event: SessionEvent<ToGateway>, session: PortalSession<ToGateway, FromGateway>, readiness: Readiness) async {
+        switch event {
+        case .connected:
+            logger.info("connected to the portal")
+        case .message(.initialize(let i)):
+            let (changes, refused) = state.withLock { $0.authorizations.restore(i.authorizations, now: Self.now()) }
+            for (request, refusal) in refused { logger.warning("authorization not restored", metadata: ["request": "\(request)", "reason": "\(refusal)"]) }
+            apply(changes)
+            let first = state.withLock { s in defer { s.ready = true }; return !s.ready }
+            logger.notice("joined the portal", metadata: [
+                "gateway_id": "\(i.gatewayId)", "site_id": "\(i.siteId)", "authorizations": "\(i.authorizations.count)",
+                "relays": "\(i.relays.count)",
+            ])
+            if first {
+                readiness.set(true)
+                SystemdNotifier.notify("READY=1\nSTATUS=connected to the portal as \(i.gatewayId)")
+            }
+        case .message(.authorize(let a)):
+            switch state.withLock({ $0.authorizations.authorize(a, now: Self.now()) }) {
+            case .success(let changes):
+                apply(changes)
+                session.send(.authorized(Authorized(requestId: a.requestId)))
+                logger.info("authorized", metadata: ["client": "\(a.clientId)", "resource": "\(a.resource.id)", "expires_at": "\(a.expiresAt)"])
+            case .failure(let refusal):
+                logger.warning("authorization refused", metadata: ["request": "\(a.requestId)", "reason": "\(refusal)"])
+            }
+        case .message(.revoke(let r)):
+            apply(state.withLock { $0.authorizations.revoke(client: r.clientId, resource: r.resourceId) })
+            logger.info("revoked", metadata: ["client": "\(r.clientId)", "resource": "\(r.resourceId)"])
+        case .message(.iceCandidates(let c)):
+            logger.debug("ICE candidates ignored (no ICE agent yet)", metadata: ["client": "\(c.clientId)", "count": "\(c.candidates.count)"])
+        case .message(.error(let e)):
+            logger.warning("portal error", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
+        case .message(.presence), .message(.pong), .message(.reconnect):
+            break
+        case .disconnected(let reason):
+            logger.warning("portal connection lost; tunnels keep working, reconnecting", metadata: ["reason": "\(reason)"])
+        }
+    }
+
+    func expire() {
+        let changes = state.withLock { s -> [Authorizations.Change] in
+            guard let next = s.authorizations.nextExpiry, next <= Self.now() else { return [] }
+            return s.authorizations.expire(now: Self.now())
+        }
+        if !changes.isEmpty {
+            logger.info("authorizations expired")
+            apply(changes)
+        }
+    }
+
+    /// Applies tunnel changes on the loop thread, in order; routes client addresses to the TUN
+    /// device (they vanish with it at exit).
+    private func apply(_ changes: [Authorizations.Change]) {
+        guard !changes.isEmpty else { return }
+        for change in changes {
+            if case .add(_, let client) = change {
+                for prefix in client.tunnelAddresses {
+                    do { try netlink.addRoute(prefix, index: tunIndex) } catch {
+                        logger.warning("cannot route \(prefix) to the tunnel: \(error)")
+                    }
+                }
+            }
+        }
+        let confined = self.confined
+        let logger = self.logger
+        loop.execute {
+            confined.apply(changes, logger: logger)
+        }
+    }
+
+    static func now() -> UnixTime { UnixTime(seconds: Int64(RealtimeClock.now().seconds)) }
+}
+
+/// The data plane and the client → peer map, touched only on the loop thread.
+final class LoopBox: @unchecked Sendable {
+    private let plane: DataPlane
+    private var peers: [ClientID: PeerID] = [:]
+
+    init(_ plane: DataPlane) { self.plane = plane }
+
+    func apply(_ changes: [Authorizations.Change], logger: Logger) {
+        for change in changes {
+            switch change {
+            case .add(let id, let client):
+                if let old = peers.removeValue(forKey: id) { plane.removePeer(old) }
+                guard let key = PublicKey(base64: client.publicKey.base64) else { continue }
+                let configuration = PeerConfiguration(publicKey: key, presharedKey: WireGuard.PresharedKey(base64: client.presharedKey.base64))
+                guard let peer = plane.addPeer(configuration, allowedIPs: client.tunnelAddresses, filter: client.filter) else {
+                    logger.warning("cannot add the peer of \(id): its key is in use")
+                    continue
+                }
+                peers[id] = peer
+            case .update(let id, let client):
+                if let peer = peers[id] { plane.setFilter(client.filter, of: peer) }
+            case .remove(let id):
+                if let peer = peers.removeValue(forKey: id) { plane.removePeer(peer) }
+            }
+        }
+    }
+}
+
+/// The netlink socket, used by the control side only (one request at a time under the lock).
+final class NetlinkBox: @unchecked Sendable {
+    private let lock = Mutex(())
+    private let socket: RouteNetlinkSocket
+    init(_ socket: RouteNetlinkSocket) { self.socket = socket }
+
+    func addRoute(_ prefix: CIDR, index: Int32) throws(SystemError) {
+        try lock.withLock { (_) throws(SystemError) in try socket.addRoute(prefix, index: index) }
+    }
+}
