@@ -29,6 +29,8 @@ public enum ClientMain {
             try command.run()
             ClientCommand.exit()
         } catch {
+            // `--help` parses into ArgumentParser's help command, whose run() throws a clean exit.
+            if ClientCommand.exitCode(for: error) == .success { ClientCommand.exit(withError: error) }
             printError("fz-client: \(ClientCommand.message(for: error))")
             ClientCommand.exit(withError: ExitCode(1))
         }
