@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "STUN", targets: ["STUN"]),
         .library(name: "TURN", targets: ["TURN"]),
         .library(name: "Connectivity", targets: ["Connectivity"]),
+        .executable(name: "fz-client", targets: ["fz-client"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -149,6 +150,18 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "fz-portal", dependencies: ["FZPortal"], swiftSettings: strict),
+
+        // MARK: The client (fz-client SUBCOMMAND): netcheck now, the daemon later, all in FZClient.
+        .target(
+            name: "FZClient",
+            dependencies: [
+                "FZCore", "STUN", "FZCrypto", "FZLinux",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "fz-client", dependencies: ["FZClient"], swiftSettings: strict),
+        .testTarget(name: "FZClientTests", dependencies: ["FZClient", "STUN", "FZCore", "FZTestSupport"], swiftSettings: strict),
 
         // MARK: Benchmark tools (scripts/bench-relay.sh)
         .executableTarget(

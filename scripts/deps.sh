@@ -5,7 +5,7 @@ set -euo pipefail
 mode=${1:-test}
 pkgs=(libsodium-dev libsystemd-dev libidn-dev libsqlite3-dev pkg-config)
 if [[ $mode == test ]]; then
-    pkgs+=(coturn python3 python3-pip iproute2 curl wireguard-go wireguard-tools iperf3 iputils-ping nftables)
+    pkgs+=(coturn python3 python3-pip iproute2 iptables nftables curl wireguard-go wireguard-tools iperf3 iputils-ping)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

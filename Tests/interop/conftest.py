@@ -136,6 +136,22 @@ def relay_bin() -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def client_bin() -> str:
+    """fz-client: $FZ_CLIENT_BIN, else `swift build --show-bin-path`/fz-client (built, not built here)."""
+    path = os.environ.get("FZ_CLIENT_BIN")
+    if not path:
+        out = subprocess.run(["swift", "build", "--show-bin-path"], cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
+        if out.returncode != 0:
+            pytest.fail(f"`swift build --show-bin-path` failed: {out.stderr.strip()}; set FZ_CLIENT_BIN")
+        path = os.path.join(out.stdout.strip().splitlines()[-1], "fz-client")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail(f"fz-client binary not found at {path}: run `swift build --product fz-client` "
+                    "in the package root, or set FZ_CLIENT_BIN")
+    return path
+
+
 # --------------------------------------------------------------------------- the relay
 
 
