@@ -135,7 +135,7 @@ extension Candidate {
         guard s.hasPrefix("candidate:") else { throw CandidateParseError(.missingPrefix) }
         s = s.dropFirst("candidate:".count)
         // Trailing CR/LF from an SDP body are not part of the value.
-        while let last = s.last, last == "\r" || last == "\n" { s = s.dropLast() }
+        while let last = s.last, last.isNewline { s = s.dropLast() }
         let f = s.split(separator: " ", omittingEmptySubsequences: true)
         guard f.count >= 8 else { throw CandidateParseError(.tooFewFields) }
 
