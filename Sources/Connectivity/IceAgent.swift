@@ -486,29 +486,28 @@ public struct IceAgent: Sendable {
         select(i, now: now)
     }
 
-    /// Decides what to select and nominate after anything changed.
+    /// Decides what to select and nominate after anything changed, then keeps the warm pairs scheduled.
     mutating func evaluate(now: Timestamp) {
         guard state != .failed else { return }
-        guard let best = bestWorking() else { return }
-        if let s = selected {
-            // Upgrade relayed → direct only, after enough answers in a row.
-            guard pairs[s].isRelayed, !pairs[best].isRelayed, pairs[best].confirmations >= config.upgradeConfirmations
-            else { return }
-            if role == .controlling {
-                select(best, now: now)
-                sendCheck(best, useCandidate: true, consent: false, now: now)
-            }
-            // The controlled side waits for the nomination.
-        } else {
-            select(best, now: now)
-            if role == .controlling { sendCheck(best, useCandidate: true, consent: false, now: now) }
-        }
-        // Keep the warm pairs scheduled.
+        choose(now: now)
         for i in pairs.indices where pairs[i].state == .succeeded && pairs[i].nextKeepaliveAt == .distantFuture {
             if let interval = keepaliveInterval(i, now: now) {
                 pairs[i].nextKeepaliveAt = max(now, (pairs[i].lastResponseAt ?? now) + interval)
             }
         }
+    }
+
+    mutating func choose(now: Timestamp) {
+        guard let best = bestWorking() else { return }
+        if let s = selected {
+            // Upgrade relayed → direct only, after enough answers in a row; the controlled side
+            // waits for the nomination.
+            guard role == .controlling, pairs[s].isRelayed, !pairs[best].isRelayed,
+                pairs[best].confirmations >= config.upgradeConfirmations
+            else { return }
+        }
+        select(best, now: now)
+        if role == .controlling { sendCheck(best, useCandidate: true, consent: false, now: now) }
     }
 
     mutating func switchRole(to r: IceRole, now: Timestamp) {
