@@ -214,7 +214,7 @@ extension IceAgent {
             return true
         }
         // §7.2.5.3.1: a mapped address we do not know is a peer-reflexive local candidate.
-        if !locals.contains(where: { $0.candidate.address == mapped }) {
+        if !locals.contains(where: { $0.candidate.address == mapped }), locals.count < 64 {
             locals.append(Local(candidate: Candidate(
                 foundation: Candidate.foundation(.peerReflexive, base: pairs[i].via.address.ip, server: nil),
                 priority: t.priority, address: mapped, kind: .peerReflexive, related: pairs[i].via.address), via: pairs[i].via))

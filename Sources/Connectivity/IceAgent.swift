@@ -159,7 +159,7 @@ public struct IceAgent: Sendable {
             case .failed: d = min(d, p.retryAt)
             case .succeeded:
                 d = min(d, p.nextKeepaliveAt)
-                if let death = deathTime(i, now: nil) { d = min(d, death) }
+                if let death = deathTime(i) { d = min(d, death) }
             default: break
             }
         }
@@ -328,19 +328,23 @@ public struct IceAgent: Sendable {
         return nil
     }
 
-    /// When a working pair counts as dead: fast while active for the selected and backup pairs,
-    /// the consent timeout otherwise. `now` nil: the deadline as scheduled (activity as of the
-    /// last `noteTraffic`).
-    func deathTime(_ i: Int, now: Timestamp?) -> Timestamp? {
+    /// When a working pair counts as dead: the consent timeout after its last answer, or sooner
+    /// for the selected and backup pairs while traffic flows (`activeFailureTimeout`, three backup
+    /// intervals). The fast bound applies only if it falls inside the current activity window, so
+    /// an idle agent's deadline is never in the past (no busy loop once traffic stops).
+    func deathTime(_ i: Int) -> Timestamp? {
         guard let r = pairs[i].lastResponseAt else { return nil }
-        let active = lastTrafficAt.map { t in now.map { $0 < t + config.activityWindow } ?? true } ?? false
-        if active, i == selected {
-            return max(r, activeSince, selectedAt) + config.activeFailureTimeout
+        let slow = r + config.consentTimeout
+        guard let t = lastTrafficAt else { return slow }
+        let fast: Timestamp
+        if i == selected {
+            fast = max(r, activeSince, selectedAt) + config.activeFailureTimeout
+        } else if i == backup {
+            fast = max(r, activeSince) + config.backupInterval * 3
+        } else {
+            return slow
         }
-        if active, i == backup {
-            return max(r, activeSince) + config.backupInterval * 3
-        }
-        return r + config.consentTimeout
+        return fast < t + config.activityWindow ? min(fast, slow) : slow
     }
 
     // MARK: Timers
@@ -368,7 +372,7 @@ public struct IceAgent: Sendable {
         }
         // Liveness of working pairs.
         for i in pairs.indices where pairs[i].state == .succeeded {
-            if let death = deathTime(i, now: now), now >= death { pairFailed(i, now: now) }
+            if let death = deathTime(i), now >= death { pairFailed(i, now: now) }
         }
         // Retries of failed pairs.
         for i in pairs.indices where pairs[i].state == .failed && pairs[i].retryAt <= now {

@@ -148,6 +148,20 @@ struct IceAgentLivenessTests {
         #expect(net.agreeOnNominated())
     }
 
+    @Test("when traffic stops the agent goes back to idle checks: no busy loop, no spurious failover")
+    func trafficStopsQuietly() throws {
+        var net = IceNetwork(hosts: [[lanA], [lanB]], relays: [relayA, relayB])
+        net.traffic = true
+        net.run(seconds: 5)
+        net.traffic = false
+        let stopped = net.now
+        let wakeups = net.wakeups
+        net.run(seconds: 120)
+        #expect(net.wakeups - wakeups < 200, "\(net.wakeups - wakeups) wakeups in 120 idle seconds")
+        #expect(net.selections(0, after: stopped).isEmpty && net.selections(1, after: stopped).isEmpty)
+        #expect(net.agents[0].selectedPair?.isRelayed == false)
+    }
+
     @Test("an idle connection sends at most one check per 10 s per warm path after the first minute")
     func idleIsCheap() throws {
         var net = IceNetwork(hosts: [[lanA], [lanB]], relays: [relayA, relayB])

@@ -68,6 +68,8 @@ struct IceNetwork {
     var seq = 0
     var log: [(at: Timestamp, agent: Int, event: IceEvent)] = []
     var sent: [(at: Timestamp, agent: Int)] = []
+    /// Loop iterations of `run` (each a timer or delivery instant).
+    var wakeups = 0
 
     var now: Timestamp { clock.now }
 
@@ -160,8 +162,16 @@ struct IceNetwork {
     /// Runs the network for `seconds`, firing timers and deliveries in time order.
     mutating func run(seconds: Double) {
         let end = now + .nanoseconds(Int64(seconds * 1e9))
+        var spins = 0
         while true {
             var next = min(agents[0].nextDeadline, agents[1].nextDeadline)
+            wakeups += 1
+            // A deadline that stays in the past would spin a real event loop: fail, don't hang.
+            if next <= now { spins += 1 } else { spins = 0 }
+            if spins > 1000 {
+                Issue.record("nextDeadline stuck at \(next) (now \(now))")
+                return
+            }
             if let p = inFlight.min(by: { ($0.at, $0.seq) < ($1.at, $1.seq) }) { next = min(next, p.at) }
             if traffic { next = min(next, nextTrafficAt) }
             guard next <= end else { break }
