@@ -71,6 +71,31 @@ struct IceAgentConnectTests {
         #expect(!net.events(0).contains { if case .newLocalCandidate(let c) = $0 { c.kind == .peerReflexive } else { false } })
     }
 
+    @Test("both behind endpoint-independent NATs with port-restricted filtering: server-reflexive candidates punch through")
+    func holePunchesThroughTwoNATs() throws {
+        var net = IceNetwork(hosts: [[lanA], ["10.9.0.2:6000"]], relays: [relayA, relayB],
+                             nats: [IceNetwork.NAT(publicIP: "203.0.113.1"), IceNetwork.NAT(publicIP: "203.0.113.2")],
+                             serverReflexive: true)
+        #expect(net.events(0).contains { if case .newLocalCandidate(let c) = $0 { c.kind == .serverReflexive } else { false } })
+        net.run(seconds: 5)
+        let a = try #require(net.agents[0].nominated)
+        #expect(!a.isRelayed && a.remote.address.ip == IPAddress("203.0.113.2")!)
+        // The pair is formed with the host base, never the server-reflexive candidate (§6.1.2.4).
+        #expect(a.local.kind == .host)
+        #expect(net.agreeOnNominated())
+    }
+
+    @Test("both behind endpoint-dependent (symmetric) NATs: direct cannot work, the relayed pair does")
+    func symmetricNATsUseTheRelay() throws {
+        var net = IceNetwork(hosts: [[lanA], ["10.9.0.2:6000"]], relays: [relayA, relayB],
+                             nats: [IceNetwork.NAT(publicIP: "203.0.113.1", dependent: true),
+                                    IceNetwork.NAT(publicIP: "203.0.113.2", dependent: true)],
+                             serverReflexive: true)
+        net.run(seconds: 10)
+        #expect(net.agents[0].nominated?.isRelayed == true)
+        #expect(net.agents[0].selectedPair?.isRelayed == true && net.agents[1].selectedPair?.isRelayed == true)
+    }
+
     @Test("with every direct path blocked the relayed pair is usable within 300 ms")
     func relayedOnlyWhenDirectBlocked() throws {
         var net = IceNetwork(hosts: [[lanA], [lanB]], relays: [relayA, relayB])

@@ -14,18 +14,34 @@ import Testing
 struct IceNetwork {
     struct NAT {
         var publicIP: IPAddress
+        /// RFC 4787 endpoint-dependent mapping (a "symmetric" NAT): a new public port per
+        /// destination. Otherwise endpoint-independent.
+        var dependent = false
         /// Private source → public port (endpoint-independent mapping).
         var mappings: [SocketAddress: UInt16] = [:]
+        var dependentMappings: [SocketAddress: [SocketAddress: UInt16]] = [:]
         var reverse: [UInt16: SocketAddress] = [:]
         /// Destinations each mapping sent to (address-and-port-dependent filtering).
         var contacted: [UInt16: Set<SocketAddress>] = [:]
         var nextPort: UInt16 = 40000
 
-        init(publicIP: String) { self.publicIP = IPAddress(publicIP)! }
+        init(publicIP: String, dependent: Bool = false) {
+            self.publicIP = IPAddress(publicIP)!
+            self.dependent = dependent
+        }
 
         mutating func outbound(_ source: SocketAddress, to d: SocketAddress) -> SocketAddress {
             let port: UInt16
-            if let p = mappings[source] {
+            if dependent {
+                if let p = dependentMappings[source]?[d] {
+                    port = p
+                } else {
+                    port = nextPort
+                    nextPort += 1
+                    dependentMappings[source, default: [:]][d] = port
+                    reverse[port] = source
+                }
+            } else if let p = mappings[source] {
                 port = p
             } else {
                 port = nextPort
@@ -76,8 +92,10 @@ struct IceNetwork {
     /// Two agents (0 controlling, 1 controlled unless `roles` says otherwise) with the given
     /// host and relayed addresses; candidates are signalled as `candidate:` lines through the
     /// log pump, credentials exchanged up front.
+    /// `serverReflexive`: agents behind a NAT also signal the mapping a STUN server at
+    /// `stunServer` sees (gathered before the agents start, as the engine would).
     init(hosts: [[String]], relays: [String?] = [nil, nil], nats: [NAT?] = [nil, nil],
-         roles: [IceRole] = [.controlling, .controlled], tieBreakers: [UInt64] = [2, 1]) {
+         roles: [IceRole] = [.controlling, .controlled], tieBreakers: [UInt64] = [2, 1], serverReflexive: Bool = false) {
         self.hosts = hosts.map { $0.map { SocketAddress($0)! } }
         self.relays = relays.map { $0.flatMap { SocketAddress($0) } }
         self.nats = nats
@@ -89,6 +107,13 @@ struct IceNetwork {
         for i in 0..<2 {
             agents[i].setRemoteCredentials(agents[1 - i].localCredentials, now: start)
             for h in self.hosts[i] { agents[i].addLocalCandidate(.host(h), now: start) }
+            if serverReflexive, self.nats[i] != nil {
+                let server = SocketAddress("198.51.100.200:3478")!
+                for h in self.hosts[i] {
+                    let mapped = self.nats[i]!.outbound(h, to: server)
+                    agents[i].addLocalCandidate(.serverReflexive(mapped, base: h, server: server), now: start)
+                }
+            }
             if let r = self.relays[i] { agents[i].addLocalCandidate(.relayed(r), now: start) }
         }
         pump()
