@@ -28,6 +28,8 @@ public struct ErrorCode: Hashable, Sendable, CustomStringConvertible {
     public static let unsupportedTransportProtocol = ErrorCode(442)
     public static let peerAddressFamilyMismatch = ErrorCode(443)
     public static let allocationQuotaReached = ErrorCode(486)
+    /// RFC 8445 §7.3.1.1: both agents claim the same ICE role; the loser of the tie-breaker switches.
+    public static let roleConflict = ErrorCode(487)
     public static let serverError = ErrorCode(500)
     public static let insufficientCapacity = ErrorCode(508)
 

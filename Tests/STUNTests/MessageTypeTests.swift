@@ -58,6 +58,7 @@ struct MessageTypeTests {
         #expect(ErrorCode.unsupportedTransportProtocol.code == 442)
         #expect(ErrorCode.peerAddressFamilyMismatch.code == 443)
         #expect(ErrorCode.allocationQuotaReached.code == 486)
+        #expect(ErrorCode.roleConflict.code == 487 && ErrorCode.roleConflict.reason == "Role Conflict")
         #expect(ErrorCode.serverError.code == 500)
         #expect(ErrorCode.insufficientCapacity.reason == "Insufficient Capacity")
         #expect(ErrorCode(599).reason == "")
