@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CFZLinux
 import FZCore
 
 /// The IP addresses assigned to this host's interfaces, as `getifaddrs(3)` lists them.
