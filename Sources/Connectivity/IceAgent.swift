@@ -100,10 +100,8 @@ public struct IceAgent: Sendable {
 
     var pending: [TransactionID: Transaction] = [:]
 
-    var transmits: [IceTransmit] = []
-    var transmitHead = 0
-    var events: [IceEvent] = []
-    var eventHead = 0
+    var transmits = OutputQueue<IceTransmit>()
+    var events = OutputQueue<IceEvent>()
 
     public init(config: IceAgentConfig) {
         self.config = config
@@ -112,27 +110,9 @@ public struct IceAgent: Sendable {
 
     // MARK: Outputs
 
-    public mutating func pollTransmit() -> IceTransmit? {
-        guard transmitHead < transmits.count else { return nil }
-        let t = transmits[transmitHead]
-        transmitHead += 1
-        if transmitHead == transmits.count {
-            transmits.removeAll(keepingCapacity: true)
-            transmitHead = 0
-        }
-        return t
-    }
+    public mutating func pollTransmit() -> IceTransmit? { transmits.next() }
 
-    public mutating func pollEvent() -> IceEvent? {
-        guard eventHead < events.count else { return nil }
-        let e = events[eventHead]
-        eventHead += 1
-        if eventHead == events.count {
-            events.removeAll(keepingCapacity: true)
-            eventHead = 0
-        }
-        return e
-    }
+    public mutating func pollEvent() -> IceEvent? { events.next() }
 
     /// The pair data goes over now.
     public var selectedPair: IcePair? { selected.map { pairs[$0].public_ } }

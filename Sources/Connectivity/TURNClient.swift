@@ -126,10 +126,8 @@ public struct TURNClient: Sendable {
     var channelPeers: [UInt16: SocketAddress] = [:]
     var nextChannel: UInt16
 
-    var transmits: [TURNTransmit] = []
-    var transmitHead = 0
-    var events: [TURNClientEvent] = []
-    var eventHead = 0
+    var transmits = OutputQueue<TURNTransmit>()
+    var events = OutputQueue<TURNClientEvent>()
 
     public init(config: TURNClientConfig) {
         self.config = config
@@ -138,27 +136,9 @@ public struct TURNClient: Sendable {
 
     // MARK: Outputs
 
-    public mutating func pollTransmit() -> TURNTransmit? {
-        guard transmitHead < transmits.count else { return nil }
-        let t = transmits[transmitHead]
-        transmitHead += 1
-        if transmitHead == transmits.count {
-            transmits.removeAll(keepingCapacity: true)
-            transmitHead = 0
-        }
-        return t
-    }
+    public mutating func pollTransmit() -> TURNTransmit? { transmits.next() }
 
-    public mutating func pollEvent() -> TURNClientEvent? {
-        guard eventHead < events.count else { return nil }
-        let e = events[eventHead]
-        eventHead += 1
-        if eventHead == events.count {
-            events.removeAll(keepingCapacity: true)
-            eventHead = 0
-        }
-        return e
-    }
+    public mutating func pollEvent() -> TURNClientEvent? { events.next() }
 
     /// When `handleTimeout` must next be called (`.distantFuture`: nothing scheduled).
     public var nextDeadline: Timestamp {
