@@ -94,7 +94,7 @@ let package = Package(
         .target(
             name: "FZTunnel",
             dependencies: [
-                "FZCore", "STUN", "Tunnel", "WireGuard", "FZLinux", "FZDaemon",
+                "FZCore", "STUN", "Tunnel", "WireGuard", "FZLinux", "FZDaemon", "Connectivity",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -189,7 +189,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "FZGatewayTests", dependencies: ["FZGateway", "WireGuard", "Tunnel", "FZControl", "FZCore", "FZLinux", "FZTestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "FZTunnelTests", dependencies: ["FZTunnel", "Tunnel", "WireGuard", "FZLinux", "FZCore", "FZTestSupport",
+            name: "FZTunnelTests", dependencies: ["FZTunnel", "Tunnel", "WireGuard", "FZLinux", "FZCore", "FZTestSupport", "Connectivity", "TURN", "STUN",
                                                   .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .testTarget(

@@ -25,7 +25,7 @@ extension IceAgent {
         let bytes = Message(type: MessageType(method: .binding, messageClass: .request), transactionID: id, attributes: attrs)
             .encode(integrity: MessageIntegrity(key: Array(remote.password.utf8)), fingerprint: true)
         pending[id] = Transaction(
-            pair: i, bytes: bytes, transmissions: 1,
+            pair: i, bytes: bytes, transmissions: 1, sentAt: now,
             nextAt: now + (consent ? config.activeFailureTimeout * 2 : rto(after: 1)),
             useCandidate: useCandidate && role == .controlling, consent: consent, controlling: role == .controlling,
             priority: priority)
@@ -223,6 +223,8 @@ extension IceAgent {
         let wasWorking = pairs[i].state == .succeeded
         pairs[i].state = .succeeded
         pairs[i].lastResponseAt = now
+        // Karn: only an answer to a check sent once measures the round trip.
+        if t.transmissions == 1 { pairs[i].rtt = now - t.sentAt }
         pairs[i].confirmations += 1
         pairs[i].retryAt = .distantFuture
         pairs[i].retryBackoff = config.retryInitial

@@ -57,6 +57,8 @@ public struct IceAgent: Sendable {
         /// Controlled: USE-CANDIDATE arrived before our own check on the pair succeeded (§7.3.1.5).
         var nominateOnSuccess = false
         var lastResponseAt: Timestamp?
+        /// The latest round trip of a check on the pair answered at its first transmission.
+        var rtt: Duration?
         /// Answered checks in a row since the last failure.
         var confirmations = 0
         var nextKeepaliveAt: Timestamp = .distantFuture
@@ -89,6 +91,7 @@ public struct IceAgent: Sendable {
         var pair: Int
         var bytes: [UInt8]
         var transmissions: Int
+        var sentAt: Timestamp
         var nextAt: Timestamp
         var useCandidate: Bool
         /// A consent/keepalive check: sent once; its answer refreshes the pair, its loss is
@@ -117,6 +120,9 @@ public struct IceAgent: Sendable {
     /// The pair data goes over now.
     public var selectedPair: IcePair? { selected.map { pairs[$0].public_ } }
 
+    /// The latest measured round trip on the selected pair.
+    public var selectedRTT: Duration? { selected.flatMap { pairs[$0].rtt } }
+
     /// The pair nomination last completed on.
     public var nominated: IcePair? { nominatedPair.map { pairs[$0].public_ } }
 
@@ -124,6 +130,10 @@ public struct IceAgent: Sendable {
     public var checklist: [(pair: IcePair, succeeded: Bool)] { pairs.map { ($0.public_, $0.state == .succeeded) } }
 
     public var localCandidates: [Candidate] { locals.map(\.candidate) }
+
+    /// Whether a check of this agent's waits for the response with this transaction ID (how an
+    /// owner of many agents routes a response without offering it to each).
+    public func isAwaiting(_ id: TransactionID) -> Bool { pending[id] != nil }
     public var remoteCandidates: [Candidate] { remotes }
 
     /// When `handleTimeout` must next be called (`.distantFuture`: nothing scheduled).
@@ -279,19 +289,34 @@ public struct IceAgent: Sendable {
         return pa.priority > pb.priority
     }
 
-    func bestWorking(excluding: Int? = nil, relayedOnly: Bool = false) -> Int? {
+    func bestWorking(excluding: Int? = nil, relayedOnly: Bool = false, avoiding relays: Set<IPAddress> = []) -> Int? {
         var best: Int?
         for i in pairs.indices where pairs[i].state == .succeeded && i != excluding && (!relayedOnly || pairs[i].isRelayed) {
+            if !relays.isEmpty, !relayIPs(i).isDisjoint(with: relays) { continue }
             if best == nil || better(i, best!) { best = i }
         }
         return best
     }
 
-    /// The pair kept warm beside the selected one: the best relayed pair when the selected one is
-    /// direct (the path that survives a NAT rebinding or a cut LAN), else the next best pair.
+    /// The relays a pair depends on: ours (its via) and the peer's (a relayed remote candidate).
+    func relayIPs(_ i: Int) -> Set<IPAddress> {
+        var s = Set<IPAddress>()
+        if case .relay(let a) = pairs[i].via { s.insert(a.ip) }
+        if pairs[i].remote.isRelayed { s.insert(pairs[i].remote.address.ip) }
+        if pairs[i].local.isRelayed { s.insert(pairs[i].local.address.ip) }
+        return s
+    }
+
+    /// The pair kept warm beside the selected one, and where traffic goes when the selected one
+    /// dies: the best relayed pair when the selected one is direct (the path that survives a NAT
+    /// rebinding or a cut LAN); when the selected one is relayed, the best pair through other
+    /// relays (a dead relay takes every pair through it along), else the next best pair.
     var backup: Int? {
         guard let s = selected else { return nil }
-        return pairs[s].isRelayed ? bestWorking(excluding: s) : bestWorking(excluding: s, relayedOnly: true)
+        if pairs[s].isRelayed {
+            return bestWorking(excluding: s, avoiding: relayIPs(s)) ?? bestWorking(excluding: s)
+        }
+        return bestWorking(excluding: s, relayedOnly: true)
     }
 
     /// A direct pair that works while a relayed one is selected collects confirmations before the upgrade.
@@ -420,8 +445,11 @@ public struct IceAgent: Sendable {
         scheduleRetry(i, now: now)
         if i == selected {
             events.append(.pairFailed(pairs[i].public_))
+            // The warm backup first: the other working pairs were not checked lately and may
+            // share the fate of the one that died.
+            let warm = backup
             selected = nil
-            if let b = bestWorking() {
+            if let b = warm ?? bestWorking() {
                 select(b, now: now)
                 if role == .controlling { sendCheck(b, useCandidate: true, consent: false, now: now) }
             } else {

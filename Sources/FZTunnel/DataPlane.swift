@@ -79,10 +79,14 @@ public final class DataPlane {
     /// Where housekeeping publishes the counters for `/metrics` (`--metrics-listen`), set before
     /// `attach`; called on the loop thread once a second.
     public var metrics: (@Sendable (TunnelSnapshot) -> Void)?
-    /// Non-WireGuard datagrams (STUN, unclaimed ChannelData), on the loop thread, for the
-    /// connectivity engine; the bytes are valid only during the call. Nil: they are dropped and
-    /// counted (`droppedNotWireGuard`).
-    public var connectivity: ((UnsafeRawBufferPointer, SocketAddress, Timestamp) -> Void)?
+    /// Non-WireGuard datagrams (STUN, unclaimed ChannelData, STUN inside a relayed peer's
+    /// ChannelData), on the loop thread, for the connectivity engine; the bytes are valid only
+    /// during the call. The engine may answer that the datagram carried a peer's WireGuard
+    /// message it unwrapped (`.wireGuard`), which the data plane then decrypts. Nil: they are
+    /// dropped and counted (`droppedNotWireGuard`).
+    public var connectivity: ((UnsafeRawBufferPointer, SocketAddress, Timestamp) -> ConnectivityVerdict)?
+    /// Timers beside the data plane's own (the connectivity engine's), on the loop thread; set before `attach`.
+    public var companion: (any DataPlaneCompanion)?
     /// Bytes in front of each WireGuard message: room for a ChannelData header.
     static let channelHeadroom = ChannelData.headerSize
     /// Offset of the plaintext in a slab slot: ChannelData header, then the 16-byte WireGuard header.
@@ -148,9 +152,12 @@ public final class DataPlane {
         loop.deadlineProvider = { [unowned self] in
             // While under load, also wake up when it ends, to log that and clear the flag.
             min(self.state.device.nextDeadline, self.state.device.underLoad ? self.load.until : .distantFuture,
-                self.nextHousekeeping)
+                self.nextHousekeeping, self.companion?.nextDeadline ?? .distantFuture)
         }
-        loop.timeoutHandler = { [unowned self] now in self.handleTimers(now: now) }
+        loop.timeoutHandler = { [unowned self] now in
+            self.handleTimers(now: now)
+            if let companion = self.companion, companion.nextDeadline <= now { companion.handleTimeout(now: now) }
+        }
         loop.afterIterationHandler = { [unowned self] in self.flush() }
     }
 
@@ -379,8 +386,13 @@ public final class DataPlane {
                 counters.droppedMalformedChannelData &+= 1
                 return
             }
-            counters.channelDataReceived &+= 1
             let inner = UnsafeRawBufferPointer(rebasing: datagram[Self.channelHeadroom..<(Self.channelHeadroom + length)])
+            // ICE consent checks travel the relayed path too: STUN (the magic cookie) is the engine's.
+            if PacketKind.classify(inner) == .stun {
+                handOver(datagram, from: source, now: now)
+                return
+            }
+            counters.channelDataReceived &+= 1
             receiveWireGuard(inner, from: source, channel: channel, now: now)
         case .stun:
             handOver(datagram, from: source, now: now)
@@ -394,7 +406,14 @@ public final class DataPlane {
             return
         }
         counters.connectivityDatagrams &+= 1
-        connectivity(datagram, source, now)
+        switch connectivity(datagram, source, now) {
+        case .consumed:
+            break
+        case .wireGuard(let payload, let relay, let channel):
+            guard payload.lowerBound >= 0, payload.upperBound <= datagram.count else { return }
+            counters.channelDataReceived &+= 1
+            receiveWireGuard(UnsafeRawBufferPointer(rebasing: datagram[payload]), from: relay, channel: channel, now: now)
+        }
     }
 
     /// One WireGuard message, straight from `source` or (`channel` set) unwrapped from ChannelData

@@ -90,6 +90,20 @@ public struct Device: Sendable {
         schedule.reschedule(slot, deadline: deadline)
     }
 
+    /// Whether `id` names a configured peer (a removed peer's slot may be free or reused).
+    public func contains(_ id: PeerID) -> Bool {
+        let slot = Int(id.slot)
+        guard slot < peers.count else { return false }
+        return peers.withUnsafeBufferPointer { $0[slot] != nil }
+    }
+
+    /// The peer's counters, read in place.
+    public func stats(of id: PeerID) -> PeerStatistics? {
+        let slot = Int(id.slot)
+        guard slot < peers.count else { return nil }
+        return peers.withUnsafeBufferPointer { $0[slot]?.stats }
+    }
+
     /// The peer's current endpoint, read in place. (`self[id].endpoint` goes through the
     /// subscript's getter, which copies the whole peer, retaining and releasing its sessions:
     /// the data path asks once per packet.)

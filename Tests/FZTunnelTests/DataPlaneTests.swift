@@ -155,7 +155,7 @@ struct DataPlaneTests {
         let plane = DataPlane(state: state, tun: network.tun, socketV4: network.plane, socketV6: nil, mtu: 1420,
                               logger: Logger(label: "test"))
         let handedOver = Mutex<[(bytes: [UInt8], source: SocketAddress)]>([])
-        plane.connectivity = { bytes, source, _ in handedOver.withLock { $0.append((Array(bytes), source)) } }
+        plane.connectivity = { bytes, source, _ in handedOver.withLock { $0.append((Array(bytes), source)) }; return .consumed }
         try plane.attach(to: loop)
         let thread = try loop.start(name: "fzt-loop")
         let confined = OnLoop(plane)
