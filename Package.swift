@@ -102,7 +102,7 @@ let package = Package(
         .target(
             name: "FZGateway",
             dependencies: [
-                "FZCore", "WireGuard", "Tunnel", "FZTunnel", "FZLinux", "FZDaemon", "FZControl", "FZControlClient",
+                "FZCore", "WireGuard", "Tunnel", "FZTunnel", "FZLinux", "FZDaemon", "FZControl", "FZControlClient", "Connectivity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -120,7 +120,7 @@ let package = Package(
         .target(
             name: "FZControlClient",
             dependencies: [
-                "FZControl",
+                "FZControl", "Connectivity",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),

@@ -31,6 +31,8 @@ public struct Authorizations: Sendable {
         public var publicKey: WireGuardKey
         public var presharedKey: FZControl.PresharedKey
         public var tunnelAddresses: [CIDR]
+        /// The latest authorization's ICE credentials (both sides'): a new pair restarts ICE.
+        public var ice: FZControl.IcePair
         public var grants: [ResourceID: Grant]
 
         /// The union of the grants, for the data plane.
@@ -133,7 +135,7 @@ public struct Authorizations: Sendable {
         let grant = Grant(requestId: a.requestId, destinations: destinations, filters: a.filters, expiresAt: a.expiresAt)
         let addresses = a.clientTunnelIps.map { CIDR(address: $0, prefixLength: $0.family == .v4 ? 32 : 128)! }
         var client = clients[a.clientId] ?? Client(publicKey: a.clientPublicKey, presharedKey: a.presharedKey,
-                                                    tunnelAddresses: addresses, grants: [:])
+                                                    tunnelAddresses: addresses, ice: a.iceCredentials, grants: [:])
         if client.publicKey != a.clientPublicKey {
             // A new key for the client (a reinstall): the old key's grants do not carry over.
             client.grants = [:]
@@ -141,6 +143,7 @@ public struct Authorizations: Sendable {
         client.publicKey = a.clientPublicKey
         client.presharedKey = a.presharedKey
         client.tunnelAddresses = addresses
+        client.ice = a.iceCredentials
         client.grants[a.resource.id] = grant
         clients[a.clientId] = client
         return nil
@@ -157,7 +160,9 @@ public struct Authorizations: Sendable {
                 changes.append(.add(id, new))
                 continue
             }
-            if old.publicKey != new.publicKey || old.presharedKey != new.presharedKey || old.tunnelAddresses != new.tunnelAddresses {
+            if old.publicKey != new.publicKey || old.presharedKey != new.presharedKey || old.tunnelAddresses != new.tunnelAddresses
+                || old.ice != new.ice
+            {
                 changes.append(.remove(id))
                 changes.append(.add(id, new))
             } else if old.filter != new.filter {

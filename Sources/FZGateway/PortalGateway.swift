@@ -1,3 +1,4 @@
+import Connectivity
 import FZControl
 import FZControlClient
 import FZCore
@@ -89,9 +90,11 @@ struct GatewayError: Error, CustomStringConvertible {
 /// `/api/v1/ws/gateway`, and the data plane on its own loop thread. `authorize`, `revoke`,
 /// expiry and `init` go through `Authorizations` (pure); its changes are applied on the loop.
 ///
-/// Not yet: ICE. A client's peer roams (its path is wherever its authenticated WireGuard
-/// datagrams come from), so today a client reaches the gateway only where the gateway's UDP port
-/// is reachable; `ice_candidates` are logged and dropped until the connectivity engine lands.
+/// Each client is an ICE connection (controlled; the client nominates) of the connectivity
+/// engine (`ConnectivityDriver` on the data plane's loop) with the credentials of its latest
+/// authorization; the gateway's candidates (host, server-reflexive and relayed through the
+/// relays in `init`) are trickled to the portal as `ice_candidates`, the client's are fed to
+/// the engine, and the path ICE selects is the peer's path. No inbound port needs to be open.
 public enum PortalGateway {
     public static func run(_ settings: PortalGatewaySettings, logger: Logger) throws {
         try TerminationSignals.block()
@@ -116,6 +119,14 @@ public enum PortalGateway {
         let loop = try EventLoop()
         let plane = DataPlane(state: state, tun: tun, socketV4: socketV4, socketV6: socketV6, mtu: settings.mtu, logger: logger)
         plane.watchdog = Watchdog(loops: 1)
+        let hosts = hostCandidateAddresses((try? LocalAddresses.all()) ?? [])
+        let driver = ConnectivityDriver(plane: plane, role: .controlled, hostAddresses: hosts, logger: logger)
+        let session = PortalSession<ToGateway, FromGateway>(
+            url: settings.url, path: "/api/v1/ws/gateway",
+            query: [("public_key", privateKey.publicKey.base64), ("name", settings.name)], token: settings.token, logger: logger)
+        let confined = LoopBox(plane, driver: driver, logger: logger) { client, lines in
+            session.send(.iceCandidates(ClientCandidates(clientId: client, candidates: lines)))
+        }
         let readiness = Readiness()
         var endpoint: MetricsServer?
         if let address = settings.metricsListen {
@@ -125,14 +136,11 @@ public enum PortalGateway {
         }
         try plane.attach(to: loop)
         let thread = try loop.start(name: "fz-gw-loop")
-        let control = GatewayControl(plane: plane, loop: loop, netlink: netlink, tunIndex: tun.index, logger: logger)
+        let control = GatewayControl(confined: confined, loop: loop, netlink: netlink, tunIndex: tun.index, logger: logger)
         logger.info("interface up", metadata: [
             "interface": "\(tun.name)", "port": "\(socketV4.localAddress.port)", "public-key": "\(privateKey.publicKey)",
+            "host-candidates": "\(hosts.map { "\($0)" }.joined(separator: ","))",
         ])
-
-        let session = PortalSession<ToGateway, FromGateway>(
-            url: settings.url, path: "/api/v1/ws/gateway",
-            query: [("public_key", privateKey.publicKey.base64), ("name", settings.name)], token: settings.token, logger: logger)
         let exit = Mutex<Int32?>(nil)
         let sessionTask = Task.detached {
             do {
@@ -190,6 +198,7 @@ final class GatewayControl: Sendable {
     private struct State: Sendable {
         var authorizations = Authorizations()
         var ready = false
+        var relays: [RelayID: RelayView] = [:]
     }
 
     private let state = Mutex(State())
@@ -199,8 +208,8 @@ final class GatewayControl: Sendable {
     private let tunIndex: Int32
     private let logger: Logger
 
-    init(plane: DataPlane, loop: EventLoop, netlink: RouteNetlinkSocket, tunIndex: Int32, logger: Logger) {
-        confined = LoopBox(plane)
+    init(confined: LoopBox, loop: EventLoop, netlink: RouteNetlinkSocket, tunIndex: Int32, logger: Logger) {
+        self.confined = confined
         self.loop = loop
         self.netlink = NetlinkBox(netlink)
         self.tunIndex = tunIndex
@@ -214,6 +223,10 @@ final class GatewayControl: Sendable {
         case .message(.initialize(let i)):
             let (changes, refused) = state.withLock { $0.authorizations.restore(i.authorizations, now: Self.now()) }
             for (request, refusal) in refused { logger.warning("authorization not restored", metadata: ["request": "\(request)", "reason": "\(refusal)"]) }
+            setRelays(state.withLock { s in
+                s.relays = Dictionary(i.relays.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
+                return Array(s.relays.values)
+            })
             apply(changes)
             let first = state.withLock { s in defer { s.ready = true }; return !s.ready }
             logger.notice("joined the portal", metadata: [
@@ -227,8 +240,9 @@ final class GatewayControl: Sendable {
         case .message(.authorize(let a)):
             switch state.withLock({ $0.authorizations.authorize(a, now: Self.now()) }) {
             case .success(let changes):
-                apply(changes)
+                // `authorized` goes out before the engine trickles the gateway's candidates.
                 session.send(.authorized(Authorized(requestId: a.requestId)))
+                apply(changes)
                 logger.info("authorized", metadata: ["client": "\(a.clientId)", "resource": "\(a.resource.id)", "expires_at": "\(a.expiresAt)"])
             case .failure(let refusal):
                 logger.warning("authorization refused", metadata: ["request": "\(a.requestId)", "reason": "\(refusal)"])
@@ -237,14 +251,31 @@ final class GatewayControl: Sendable {
             apply(state.withLock { $0.authorizations.revoke(client: r.clientId, resource: r.resourceId) })
             logger.info("revoked", metadata: ["client": "\(r.clientId)", "resource": "\(r.resourceId)"])
         case .message(.iceCandidates(let c)):
-            logger.debug("ICE candidates ignored (no ICE agent yet)", metadata: ["client": "\(c.clientId)", "count": "\(c.candidates.count)"])
+            let (candidates, rejected) = parseCandidates(c.candidates)
+            if !rejected.isEmpty {
+                logger.warning("ICE candidates rejected", metadata: ["client": "\(c.clientId)", "reasons": "\(rejected.joined(separator: "; "))"])
+            }
+            let confined = self.confined
+            loop.execute { confined.addRemoteCandidates(candidates, client: c.clientId) }
+        case .message(.presence(let p)):
+            guard let relayID = p.relayId else { break }
+            setRelays(state.withLock { s in
+                if p.online, let view = p.relay { s.relays[relayID] = view } else if !p.online { s.relays[relayID] = nil }
+                return Array(s.relays.values)
+            })
         case .message(.error(let e)):
             logger.warning("portal error", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
-        case .message(.presence), .message(.pong), .message(.reconnect):
+        case .message(.pong), .message(.reconnect):
             break
         case .disconnected(let reason):
             logger.warning("portal connection lost; tunnels keep working, reconnecting", metadata: ["reason": "\(reason)"])
         }
+    }
+
+    private func setRelays(_ views: [RelayView]) {
+        let relays = views.sorted { $0.id < $1.id }.compactMap { NodeRelay($0) }
+        let confined = self.confined
+        loop.execute { confined.setRelays(relays) }
     }
 
     func expire() {
@@ -281,18 +312,55 @@ final class GatewayControl: Sendable {
     static func now() -> UnixTime { UnixTime(seconds: Int64(RealtimeClock.now().seconds)) }
 }
 
-/// The data plane and the client → peer map, touched only on the loop thread.
+/// The data plane, the connectivity engine and the client → peer map, touched only on the loop thread.
 final class LoopBox: @unchecked Sendable {
     private let plane: DataPlane
+    private let driver: ConnectivityDriver
+    private let logger: Logger
     private var peers: [ClientID: PeerID] = [:]
+    private var clients: [PeerID: ClientID] = [:]
+    /// Candidates that arrived before the client's peer (the portal forwards them as soon as the
+    /// authorization exists), applied when it is added.
+    private var early: [ClientID: [Candidate]] = [:]
 
-    init(_ plane: DataPlane) { self.plane = plane }
+    /// `signal` sends the gateway's candidates for a client to the portal (any thread).
+    init(_ plane: DataPlane, driver: ConnectivityDriver, logger: Logger, signal: @escaping @Sendable (ClientID, [String]) -> Void) {
+        self.plane = plane
+        self.driver = driver
+        self.logger = logger
+        driver.onEvent = { [unowned self] event in
+            switch event {
+            case .localCandidate(let peer, let c):
+                if let client = self.clients[peer] { signal(client, [c.line]) }
+            case .failed(let peer):
+                if let client = self.clients[peer] { logger.warning("no path to the client", metadata: ["client": "\(client)"]) }
+            case .relayAllocated(let id, let relayed):
+                logger.info("relay allocation", metadata: ["relay": "\(id)", "relayed": "\(relayed)"])
+            case .relayLost(let id, let reason):
+                logger.warning("relay lost", metadata: ["relay": "\(id)", "reason": "\(reason)"])
+            case .path, .disconnected:
+                break
+            }
+        }
+    }
+
+    func setRelays(_ relays: [NodeRelay]) { driver.setRelays(relays, now: MonotonicClock.now()) }
+
+    func addRemoteCandidates(_ candidates: [Candidate], client: ClientID) {
+        guard let peer = peers[client] else {
+            early[client, default: []].append(contentsOf: candidates.prefix(max(0, 32 - (early[client]?.count ?? 0))))
+            return
+        }
+        let now = MonotonicClock.now()
+        for c in candidates { driver.addRemoteCandidate(c, for: peer, now: now) }
+    }
 
     func apply(_ changes: [Authorizations.Change], logger: Logger) {
+        let now = MonotonicClock.now()
         for change in changes {
             switch change {
             case .add(let id, let client):
-                if let old = peers.removeValue(forKey: id) { plane.removePeer(old) }
+                if let old = peers.removeValue(forKey: id) { remove(old, now: now) }
                 guard let key = PublicKey(base64: client.publicKey.base64) else { continue }
                 let configuration = PeerConfiguration(publicKey: key, presharedKey: WireGuard.PresharedKey(base64: client.presharedKey.base64))
                 guard let peer = plane.addPeer(configuration, allowedIPs: client.tunnelAddresses, filter: client.filter) else {
@@ -300,12 +368,22 @@ final class LoopBox: @unchecked Sendable {
                     continue
                 }
                 peers[id] = peer
+                clients[peer] = id
+                driver.connect(peer, local: IceCredentials(client.ice.gateway), remote: IceCredentials(client.ice.client), now: now)
+                for c in early.removeValue(forKey: id) ?? [] { driver.addRemoteCandidate(c, for: peer, now: now) }
             case .update(let id, let client):
                 if let peer = peers[id] { plane.setFilter(client.filter, of: peer) }
             case .remove(let id):
-                if let peer = peers.removeValue(forKey: id) { plane.removePeer(peer) }
+                if let peer = peers.removeValue(forKey: id) { remove(peer, now: now) }
+                early[id] = nil
             }
         }
+    }
+
+    private func remove(_ peer: PeerID, now: Timestamp) {
+        driver.remove(peer, now: now)
+        clients[peer] = nil
+        plane.removePeer(peer)
     }
 }
 
