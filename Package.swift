@@ -155,7 +155,9 @@ let package = Package(
         .target(
             name: "FZClient",
             dependencies: [
-                "FZCore", "STUN", "FZCrypto", "FZLinux",
+                "FZCore", "STUN", "FZCrypto", "FZLinux", "Connectivity", "FZControl", "FZControlClient", "FZTunnel", "Tunnel",
+                "WireGuard", "FZDaemon",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
