@@ -8,9 +8,13 @@
 #       -e FZ_RELAY_STATIC_AUTH_SECRET_FILE=/run/secrets/turn fz
 #
 #   docker build --target gateway -t fz-gateway .
-#   docker run --rm --network host --cap-add NET_ADMIN --device /dev/net/tun \
-#       -v /etc/fz/wg0.conf:/etc/fz/wg0.conf:ro fz-gateway --wg-config /etc/fz/wg0.conf --interface wg0
-#   (the file must be readable by uid 65532; the gateway runs as that user with CAP_NET_ADMIN only)
+#   docker run -d --cap-add NET_ADMIN --device /dev/net/tun \
+#       --sysctl net.ipv4.ip_forward=1 --sysctl net.ipv6.conf.all.forwarding=1 \
+#       -e FZ_PORTAL_URL=https://portal.example.org -e FZ_TOKEN="$SITE_TOKEN" fz-gateway
+#   (portal mode: two variables, no inbound port, no volume; the container's own network namespace
+#   is fine, since its traffic to the Site is masqueraded. The static mode still works:
+#   -v /etc/fz/wg0.conf:/etc/fz/wg0.conf:ro fz-gateway --wg-config /etc/fz/wg0.conf --interface wg0,
+#   the file readable by uid 65532; the gateway runs as that user with CAP_NET_ADMIN only.)
 
 FROM swift:6.3-bookworm AS build
 RUN apt-get update \
@@ -36,10 +40,13 @@ COPY --from=build /out/ /
 
 # The gateway: WireGuard over a TUN device. It needs CAP_NET_ADMIN, which a non-root user only
 # gets through a file capability (the container's bounding set must hold it: --cap-add NET_ADMIN).
+# Portal mode also runs nft for its masquerade table: nft gets the same file capability (exec
+# does not pass the gateway's on), in an image that runs nothing else.
 FROM runtime AS gateway
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libcap2-bin \
- && setcap cap_net_admin=ep /usr/local/bin/fz-gateway \
+ && apt-get install -y --no-install-recommends libcap2-bin nftables \
+ && setcap cap_net_admin,cap_net_raw=ep /usr/local/bin/fz-gateway \
+ && setcap cap_net_admin=ep /usr/sbin/nft \
  && apt-get purge -y libcap2-bin && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/fz-gateway"]

@@ -183,6 +183,9 @@ public enum PortalGateway {
     /// namespace; a gateway's reason to exist). Logged when not permitted.
     static func enableForwarding(logger: Logger) {
         for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] {
+            // Already on (systemd's ExecStartPre, docker --sysctl): nothing to write, which a
+            // read-only /proc/sys (ProtectKernelTunables) would refuse anyway.
+            if (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "1" { continue }
             do {
                 try "1\n".write(toFile: path, atomically: false, encoding: .utf8)
             } catch {
