@@ -7,7 +7,9 @@ import TURN
 /// - odd, bit 1 clear: the rest, split at 0xFF 0xFE markers into datagrams, fed to a TURN server
 ///   through one 5-tuple that already holds an authenticated allocation with a channel and a
 ///   permission, alternating client and peer directions, with time moving on;
-/// - odd, bit 1 set: the same datagrams fed to the TURN client (`fuzzClient`) as if from its server.
+/// - odd, bit 1 set, bit 2 clear: the same datagrams fed to the TURN client (`fuzzClient`) as if from its server;
+/// - odd, bits 1 and 2 set: the same datagrams fed to the connectivity engine (`fuzzNode`): ICE
+///   agents, TURN client, relay probes.
 /// Any crash, trap or sanitizer report is a finding.
 func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
@@ -20,6 +22,10 @@ func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         }
         _ = ChannelData.parse(bytes)
         checkSendIndicationScan(bytes)
+        return 0
+    }
+    if data[0] & 6 == 6 {
+        fuzzNode(bytes)
         return 0
     }
     if data[0] & 2 != 0 {
