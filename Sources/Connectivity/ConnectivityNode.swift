@@ -85,7 +85,7 @@ public struct ConnectivityNode<Peer: Hashable & Sendable>: Sendable {
 
     public init(config: NodeConfig) {
         self.config = config
-        for ip in config.hostAddresses {
+        for ip in config.hostAddresses where !config.relayOnly {
             guard let socket = socket(for: ip.family) else { continue }
             let address = SocketAddress(ip: ip, port: socket.port)
             locals.append((Candidate.host(address), .socket(socket)))
@@ -284,6 +284,7 @@ public struct ConnectivityNode<Peer: Hashable & Sendable>: Sendable {
     // MARK: Candidates
 
     mutating func addLocal(_ c: Candidate, via: IceVia, now: Timestamp) {
+        if config.relayOnly, !via.isRelay { return }
         guard !locals.contains(where: { $0.candidate.address == c.address && $0.via == via && $0.candidate.kind == c.kind }) else { return }
         locals.append((c, via))
         for peer in Array(connections.keys) {

@@ -121,6 +121,10 @@ public struct NodeConfig: Sendable {
     public var relayCooldown: Duration = .seconds(30)
     /// Relay transmits held per relay while a permission is being installed.
     public var maxHeldRelayTransmits = 64
+    /// Like WebRTC's `iceTransportPolicy: "relay"`: only relayed local candidates, so every path
+    /// goes through our allocation and the peer never learns our addresses (nor do checks leave
+    /// from the bare socket). For deployments that want it, and for tests of the relayed path.
+    public var relayOnly = false
     public var turnRetransmission: RetransmissionSchedule = .rfc8489
     public var software: String?
 
