@@ -104,11 +104,12 @@ def test_portal_minted_credentials_are_accepted_by_coturn_and_fz_relay(portal_bi
 
 
 async def _client_relays(p: Portal, client_token: str, want: int, timeout: float = 15.0):
-    """The relays a fresh client's init lists, polled (bounded) until there are `want` of them."""
+    """The relays a client's init lists, polled (bounded) until there are `want` of them."""
     ws = p.url.replace("http://", "ws://")
     deadline = asyncio.get_running_loop().time() + timeout
+    # One key for every poll: the portal bounds the public keys a token may register per hour.
+    key = urllib.parse.quote(wg_key(), safe="")
     while True:
-        key = urllib.parse.quote(wg_key(), safe="")
         client = await ws_connect(f"{ws}/api/v1/ws/client?public_key={key}",
                                   additional_headers={"Authorization": f"Bearer {client_token}"})
         try:
