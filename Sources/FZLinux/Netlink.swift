@@ -53,6 +53,7 @@ public enum RouteNetlink {
     public static let RTM_DELLINK: UInt16 = 17
     public static let RTM_NEWADDR: UInt16 = 20
     public static let RTM_NEWROUTE: UInt16 = 24
+    public static let RTM_DELROUTE: UInt16 = 25
 
     // attributes
     public static let IFLA_MTU: UInt16 = 4
@@ -162,8 +163,16 @@ public enum RouteNetlink {
 
     /// RTM_NEWROUTE (`ip route add P dev X`): a link-scope unicast route in the main table.
     public static func addRoute(_ prefix: CIDR, index: Int32, sequence: UInt32) -> Message {
-        var m = Message(type: RTM_NEWROUTE, flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-                        sequence: sequence)
+        route(RTM_NEWROUTE, flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, prefix, index: index, sequence: sequence)
+    }
+
+    /// RTM_DELROUTE (`ip route del P dev X`): the route `addRoute` made.
+    public static func deleteRoute(_ prefix: CIDR, index: Int32, sequence: UInt32) -> Message {
+        route(RTM_DELROUTE, flags: NLM_F_REQUEST | NLM_F_ACK, prefix, index: index, sequence: sequence)
+    }
+
+    static func route(_ type: UInt16, flags: UInt16, _ prefix: CIDR, index: Int32, sequence: UInt32) -> Message {
+        var m = Message(type: type, flags: flags, sequence: sequence)
         m.append8(family(prefix.address))
         m.append8(UInt8(prefix.prefixLength))  // rtm_dst_len
         m.append8(0)  // rtm_src_len
@@ -261,6 +270,15 @@ public final class RouteNetlinkSocket {
         do {
             try perform(RouteNetlink.addRoute(prefix, index: index, sequence: nextSequence()), "RTM_NEWROUTE(\(prefix))")
         } catch where error.errno == EEXIST {
+            return
+        }
+    }
+
+    /// Deletes a route `addRoute` made; one that is already gone (ESRCH) is fine.
+    public func deleteRoute(_ prefix: CIDR, index: Int32) throws(SystemError) {
+        do {
+            try perform(RouteNetlink.deleteRoute(prefix, index: index, sequence: nextSequence()), "RTM_DELROUTE(\(prefix))")
+        } catch where error.errno == ESRCH {
             return
         }
     }

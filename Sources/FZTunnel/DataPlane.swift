@@ -85,6 +85,10 @@ public final class DataPlane {
     /// message it unwrapped (`.wireGuard`), which the data plane then decrypts. Nil: they are
     /// dropped and counted (`droppedNotWireGuard`).
     public var connectivity: ((UnsafeRawBufferPointer, SocketAddress, Timestamp) -> ConnectivityVerdict)?
+    /// Packets read from TUN that no peer's AllowedIPs cover, on the loop thread, before they are
+    /// dropped and counted (`droppedNoRoute`); the bytes are valid only during the call. The
+    /// client holds those to a resource it has no tunnel for yet and asks the portal for access.
+    public var unrouted: ((UnsafeRawBufferPointer) -> Void)?
     /// Timers beside the data plane's own (the connectivity engine's), on the loop thread; set before `attach`.
     public var companion: (any DataPlaneCompanion)?
     /// Bytes in front of each WireGuard message: room for a ChannelData header.
@@ -198,6 +202,39 @@ public final class DataPlane {
         enqueue(bytes, to: destination)
     }
 
+    /// Sends IP packets as if read from TUN (held ones, once their tunnel is up): routed,
+    /// encrypted and queued; packets that still have no route are counted as `droppedNoRoute`
+    /// (without calling `unrouted` again). Loop thread; copied, so the bytes may be reused.
+    public func sendOutgoing(_ packets: [[UInt8]]) {
+        flush()
+        let now = MonotonicClock.now()
+        let capacity = slotStride - Self.plaintextOffset - 16
+        var used = 0
+        for packet in packets {
+            guard packet.count <= capacity else {
+                counters.droppedMalformedOutgoing &+= 1
+                continue
+            }
+            let peer: PeerID
+            switch packet.withUnsafeBytes({ state.route($0) }) {
+            case .peer(let p): peer = p
+            case .noRoute: counters.droppedNoRoute &+= 1; continue
+            case .malformed: counters.droppedMalformedOutgoing &+= 1; continue
+            }
+            if used == batch { flush(); used = 0 }
+            let slot = tunSlab + used * slotStride
+            packet.withUnsafeBytes { (slot + Self.plaintextOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            if encapsulateSlot(slot, length: packet.count, peer: peer, now: now) { used += 1 }
+        }
+        flush()
+    }
+
+    /// Writes an IP packet to TUN as if it came out of the tunnel (an ICMP unreachable or TCP RST
+    /// the client makes up for a denied resource). Loop thread.
+    public func writeInbound(_ packet: UnsafeRawBufferPointer) {
+        writeTun(packet, header: tun.hasVirtioHeader ? VirtioNetHeader() : nil)
+    }
+
     /// Datagrams dropped by the send queues (socket buffer full, unreachable...).
     public var udpSendDropped: Int { queueV4.totalDropped + queueV6.totalDropped }
 
@@ -259,14 +296,17 @@ public final class DataPlane {
             }
             let packet = UnsafeMutableRawBufferPointer(rebasing: buffer[VirtioNetHeader.size..<n])
             counters.tunPacketsRead &+= 1
-            guard let peer = route(UnsafeRawBufferPointer(packet)) else { continue }
-            if header.gsoType == VirtioNetHeader.gsoNone {
-                if header.flags & VirtioNetHeader.needsChecksum != 0,
-                   !InternetChecksum.completePartialChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset))
-                {
-                    counters.droppedMalformedOutgoing &+= 1
-                    continue
-                }
+            let single = header.gsoType == VirtioNetHeader.gsoNone
+            // The checksum first: a packet handed to `unrouted` (and held) must be complete.
+            if single, header.flags & VirtioNetHeader.needsChecksum != 0,
+               !InternetChecksum.completePartialChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset))
+            {
+                counters.droppedMalformedOutgoing &+= 1
+                continue
+            }
+            // A TSO super-packet is never a connection's first packet: not worth holding.
+            guard let peer = route(UnsafeRawBufferPointer(packet), notify: single) else { continue }
+            if single {
                 guard packet.count <= plaintextCapacity else {
                     counters.droppedMalformedOutgoing &+= 1
                     continue
@@ -329,12 +369,13 @@ public final class DataPlane {
 
     /// The peer for an outgoing packet's destination; counts the drop when there is none.
     @inline(__always)
-    private func route(_ packet: UnsafeRawBufferPointer) -> PeerID? {
+    private func route(_ packet: UnsafeRawBufferPointer, notify: Bool = true) -> PeerID? {
         switch state.route(packet) {
         case .peer(let peer):
             return peer
         case .noRoute:
             counters.droppedNoRoute &+= 1
+            if notify { unrouted?(packet) }
         case .malformed:
             counters.droppedMalformedOutgoing &+= 1
         }
