@@ -325,6 +325,7 @@ final class LoopBox: @unchecked Sendable {
     /// Candidates that arrived before the client's peer (the portal forwards them as soon as the
     /// authorization exists), applied when it is added.
     private var early: [ClientID: [Candidate]] = [:]
+    private var credentials: [PeerID: (local: Connectivity.IceCredentials, remote: Connectivity.IceCredentials)] = [:]
 
     /// `signal` sends the gateway's candidates for a client to the portal (any thread).
     init(_ plane: DataPlane, driver: ConnectivityDriver, logger: Logger, signal: @escaping @Sendable (ClientID, [String]) -> Void) {
@@ -336,7 +337,14 @@ final class LoopBox: @unchecked Sendable {
             case .localCandidate(let peer, let c):
                 if let client = self.clients[peer] { signal(client, [c.line]) }
             case .failed(let peer):
-                if let client = self.clients[peer] { logger.warning("no path to the client", metadata: ["client": "\(client)"]) }
+                guard let client = self.clients[peer], let ice = self.credentials[peer] else { break }
+                // The client asks the portal again after a failure, and the portal hands out the
+                // same credentials for the same client connection and gateway: a fresh agent
+                // (same credentials, no state) waits for its checks. The WireGuard peer stays.
+                logger.warning("no path to the client; waiting for it to try again", metadata: ["client": "\(client)"])
+                let now = MonotonicClock.now()
+                self.driver.remove(peer, now: now)
+                self.driver.connect(peer, local: ice.local, remote: ice.remote, now: now)
             case .relayAllocated(let id, let relayed):
                 logger.info("relay allocation", metadata: ["relay": "\(id)", "relayed": "\(relayed)"])
             case .relayLost(let id, let reason):
@@ -372,7 +380,9 @@ final class LoopBox: @unchecked Sendable {
                 }
                 peers[id] = peer
                 clients[peer] = id
-                driver.connect(peer, local: IceCredentials(client.ice.gateway), remote: IceCredentials(client.ice.client), now: now)
+                let ice = (local: IceCredentials(client.ice.gateway), remote: IceCredentials(client.ice.client))
+                credentials[peer] = ice
+                driver.connect(peer, local: ice.local, remote: ice.remote, now: now)
                 for c in early.removeValue(forKey: id) ?? [] { driver.addRemoteCandidate(c, for: peer, now: now) }
             case .update(let id, let client):
                 if let peer = peers[id] { plane.setFilter(client.filter, of: peer) }
@@ -386,6 +396,7 @@ final class LoopBox: @unchecked Sendable {
     private func remove(_ peer: PeerID, now: Timestamp) {
         driver.remove(peer, now: now)
         clients[peer] = nil
+        credentials[peer] = nil
         plane.removePeer(peer)
     }
 }

@@ -153,6 +153,27 @@ struct ControlChannelTests {
         }
     }
 
+    @Test("grants to one client connection through one gateway share ICE credentials and preshared key; a new connection gets fresh ones")
+    func oneConnectionPerClientAndGateway() async throws {
+        let h = try await ControlHarness()
+        try await h.run { port, _ in
+            let (gw, id) = try await h.gateway(port, key: 101)
+            let (c1, _) = try await h.client(port, key: 1)
+            let (_, first) = try await grant(c1, [id: gw], expected: id)
+            let (auth, again) = try await grant(c1, [id: gw], expected: id)
+            #expect(again["preshared_key"] == first["preshared_key"])
+            #expect(auth["preshared_key"] == first["preshared_key"])
+            #expect(NSDictionary(dictionary: again.dict("ice_credentials")) == NSDictionary(dictionary: first.dict("ice_credentials")))
+            c1.close()
+            // The same client (same key) on a new connection: it restarted, both sides start afresh.
+            let (c2, _) = try await h.client(port, key: 1)
+            let (_, fresh) = try await grant(c2, [id: gw], expected: id)
+            #expect(fresh["preshared_key"] != first["preshared_key"])
+            #expect(NSDictionary(dictionary: fresh.dict("ice_credentials")) != NSDictionary(dictionary: first.dict("ice_credentials")))
+            for p in [c2, gw] { p.close() }
+        }
+    }
+
     @Test("a denied or unknown resource gets access_denied and nothing reaches any gateway")
     func denied() async throws {
         let h = try await ControlHarness()

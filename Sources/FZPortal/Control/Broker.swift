@@ -85,6 +85,9 @@ public actor Broker {
         var gatewayToken: TokenID? = nil
         /// When the client asked (for the intent latency metric).
         var startedAt: ContinuousClock.Instant? = nil
+        /// The client connection that asked: a later request on the same connection to the same
+        /// gateway reuses this flow's credentials.
+        var clientPeer: PeerID? = nil
     }
 
     enum BrokerError: Error, CustomStringConvertible {
@@ -325,13 +328,22 @@ public actor Broker {
         var expiry = now + config.authorizationLifetime
         if let end = sessionEnd, end < expiry { expiry = end }
         let requestID = RequestID.random(prefix: "req")
+        // One connection per client and gateway: a second resource through the same gateway gets
+        // the credentials and preshared key of the connection that exists, so neither side
+        // replaces its peer (a WireGuard handshake and an ICE restart per grant otherwise).
+        // Only for the same client connection and an unexpired grant: a client that restarted or
+        // reconnected starts afresh on both sides.
+        let reusable = { (f: Flow) in f.clientPeer == peer && f.gateway == gid && f.authorize.expiresAt > now }
+        let existing = (flows.values.first(where: reusable) ?? pending.values.first(where: reusable))?.authorize
         let auth = Authorize(
             requestId: requestID, clientId: client.id, clientPublicKey: client.publicKey,
             clientTunnelIps: [.v4(client.ipv4), .v6(client.ipv6)], resource: ResourceView(resource),
-            filters: resource.filters, expiresAt: expiry, iceCredentials: IcePair(client: .random(), gateway: .random()),
-            presharedKey: .random())
+            filters: resource.filters, expiresAt: expiry,
+            iceCredentials: existing?.iceCredentials ?? IcePair(client: .random(), gateway: .random()),
+            presharedKey: existing?.presharedKey ?? .random())
         pending[requestID] = Flow(
-            authorize: auth, gateway: gid, siteId: resource.siteId, actor: client.actorId, source: source, token: token, startedAt: started)
+            authorize: auth, gateway: gid, siteId: resource.siteId, actor: client.actorId, source: source, token: token, startedAt: started,
+            clientPeer: peer)
         send(gpeer, ToGateway.authorize(auth))
         let timeout = config.gatewayReplyTimeout
         Task { [weak self] in
