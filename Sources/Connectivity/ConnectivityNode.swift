@@ -120,8 +120,11 @@ public struct ConnectivityNode<Peer: Hashable & Sendable>: Sendable {
     /// The relay (by its server address) that a relayed path goes through.
     public func relay(at server: SocketAddress) -> NodeRelay? { relays.first { $0.info.address == server }?.info }
 
-    /// The relay whose allocation has the relayed address `relayed`.
-    public func relay(relayed: SocketAddress) -> NodeRelay? { relays.first { $0.relayedAddress == relayed }?.info }
+    /// The relay whose allocation has the relayed address `relayed`; else, for the peer's relayed
+    /// candidate, the known relay at that IP (relays allocate on their own address).
+    public func relay(relayed: SocketAddress) -> NodeRelay? {
+        relays.first { $0.relayedAddress == relayed }?.info ?? relays.first { $0.info.address.ip == relayed.ip }?.info
+    }
 
     // MARK: Relays
 
