@@ -151,7 +151,7 @@ let package = Package(
         ),
         .executableTarget(name: "fz-portal", dependencies: ["FZPortal"], swiftSettings: strict),
 
-        // MARK: The client (fz-client SUBCOMMAND): netcheck now, the daemon later, all in FZClient.
+        // MARK: The client (fz-client SUBCOMMAND): run (the daemon), status, netcheck; all in FZClient.
         .target(
             name: "FZClient",
             dependencies: [
@@ -163,7 +163,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "fz-client", dependencies: ["FZClient"], swiftSettings: strict),
-        .testTarget(name: "FZClientTests", dependencies: ["FZClient", "STUN", "FZCore", "FZTestSupport"], swiftSettings: strict),
+        .testTarget(name: "FZClientTests", dependencies: ["FZClient", "STUN", "FZCore", "FZControl", "FZLinux", "WireGuard", "FZTestSupport"], swiftSettings: strict),
 
         // MARK: Benchmark tools (scripts/bench-relay.sh)
         .executableTarget(

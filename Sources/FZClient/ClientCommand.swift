@@ -1,13 +1,13 @@
 import ArgumentParser
 import FZLinux
 
-/// `fz-client`: the fz client. One binary, subcommands: `netcheck` today; the client daemon
-/// (portal session, connectivity engine, TUN) joins it as another subcommand.
+/// `fz-client`: the fz client. One binary: `run` (the daemon: portal session, connectivity
+/// engine, TUN), `status` (what the running daemon does) and `netcheck`.
 public struct ClientCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "fz-client",
         abstract: "The fz client.",
-        subcommands: [NetcheckCommand.self])
+        subcommands: [RunCommand.self, StatusCommand.self, NetcheckCommand.self])
 
     public init() {}
 }

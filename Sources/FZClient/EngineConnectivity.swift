@@ -139,8 +139,10 @@ final class EngineBox: @unchecked Sendable {
         }
     }
 
-    /// The relays of every grant so far (merged by id: later credentials win).
-    func setRelays(_ list: [NodeRelay]) {
+    /// The relays to use: `list` replaces what was known when `replace`, else is merged in by id
+    /// (later credentials win).
+    func setRelays(_ list: [NodeRelay], replace: Bool = false) {
+        if replace { relays = [:] }
         for r in list { relays[r.id] = r }
         driver.setRelays(relays.values.sorted { $0.id < $1.id }, now: MonotonicClock.now())
     }
