@@ -43,6 +43,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for networ
 PORTAL, RELAY, GATEWAY, CLIENT = "198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"
 GW_LAN, RESOURCE = "10.91.0.1", "10.91.0.2"
 ELSEWHERE = "10.92.0.2"  # a resource in a Site without a gateway
+HIDDEN = "10.91.0.3"  # a resource of the Site without a policy
 PORTAL_PORT = 18090
 _counter = itertools.count()
 
@@ -154,6 +155,8 @@ class Lab:
     def provision(self):
         site = self.cli("site", "create", "lab")
         self.resource = self.cli("resource", "create", "--site", site["id"], "--address", f"{RESOURCE}/32", "--filter", "tcp/80", "web")
+        # A resource no policy grants: the client is never told about it.
+        self.hidden = self.cli("resource", "create", "--site", site["id"], "--address", f"{HIDDEN}/32", "hidden")
         far = self.cli("site", "create", "far")
         self.far = self.cli("resource", "create", "--site", far["id"], "--address", f"{ELSEWHERE}/32", "far-web")
         group = self.cli("group", "create", "staff")
@@ -255,6 +258,8 @@ def _start_all(lab: Lab):
     lab.provision()
     lab.spawn(lab.rs, "http80", "python3", "-c", HTTP_SERVER, RESOURCE, "80")
     lab.spawn(lab.rs, "http8080", "python3", "-c", HTTP_SERVER, RESOURCE, "8080")
+    lab.ns(lab.rs, "ip", "addr", "add", f"{HIDDEN}/24", "dev", f"fze{lab.id}sb")
+    lab.spawn(lab.rs, "hidden80", "python3", "-c", HTTP_SERVER, HIDDEN, "80")
     lab.start_relay()
     lab.start_gateway()
     lab.start_client()
@@ -276,6 +281,12 @@ def test_a_client_reaches_the_resource_directly_then_through_the_relay_and_survi
     # A resource whose Site has no gateway: access_denied, and the application fails fast
     # (a TCP RST from the client, not a connect timeout).
     body, seconds = lab.get(ELSEWHERE, 80, timeout=5)
+    assert "FAILED" in body and seconds < 3, (body, seconds)
+    assert lab.resource_status(lab.far["id"]).get("state") == "denied", lab.status()
+
+    # A resource without a policy: not listed, not routed, unreachable at once.
+    assert lab.resource_status(lab.hidden["id"]) == {}, lab.status()
+    body, seconds = lab.get(HIDDEN, 80, timeout=5)
     assert "FAILED" in body and seconds < 3, (body, seconds)
 
     # UDP between client and gateway blocked: the connection moves to the relay.

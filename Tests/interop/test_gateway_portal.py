@@ -35,6 +35,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for networ
 
 GW_PUBLIC, CL_PUBLIC = "198.18.0.1", "198.18.0.2"
 GW_LAN, RESOURCE = "10.90.0.1", "10.90.0.2"
+OUTSIDE = "10.90.0.3"  # on the resource host too, but not the resource
 PORTAL_PORT, GW_PORT, METRICS_PORT = 18080, 51900, 19100
 _counter = itertools.count()
 
@@ -101,6 +102,7 @@ class Site:
                               (self.gw, f"fzgpc{suffix}", f"{GW_LAN}/24"), (self.rs, f"fzgpd{suffix}", f"{RESOURCE}/24")):
             self.ns(ns, "ip", "addr", "add", addr, "dev", dev)
             self.ns(ns, "ip", "link", "set", dev, "up")
+        self.rs_if = f"fzgpd{suffix}"
         # The resource host knows no route to the clients' tunnel addresses: only masquerade gets replies back.
         self.portal_url = f"http://{GW_PUBLIC}:{PORTAL_PORT}"
 
@@ -177,13 +179,16 @@ class Site:
         (self.workdir / "key").write_text(self.client_priv + "\n")
         (self.workdir / "psk").write_text(grant["preshared_key"] + "\n")
         self.ns(self.cl, "wg", "set", "fzgpc0", "private-key", str(self.workdir / "key"), "peer", grant["gateway_public_key"],
-                "preshared-key", str(self.workdir / "psk"), "allowed-ips", f"{RESOURCE}/32", "endpoint", f"{GW_PUBLIC}:{GW_PORT}")
+                "preshared-key", str(self.workdir / "psk"), "allowed-ips", f"{RESOURCE}/32,{OUTSIDE}/32", "endpoint", f"{GW_PUBLIC}:{GW_PORT}")
         self.ns(self.cl, "ip", "addr", "add", f"{self.init['tunnel']['ipv4']}/32", "dev", "fzgpc0")
         self.ns(self.cl, "ip", "link", "set", "fzgpc0", "mtu", "1280", "up")
         self.ns(self.cl, "ip", "route", "add", f"{RESOURCE}/32", "dev", "fzgpc0")
+        # A client that sends to an address outside its resource (the portal would never route it
+        # there; this one is hand-configured): the gateway must drop it.
+        self.ns(self.cl, "ip", "route", "add", f"{OUTSIDE}/32", "dev", "fzgpc0")
 
-    def get(self, port: int, timeout: float = 3.0) -> str:
-        return self.ns(self.cl, "python3", "-c", HTTP_GET, f"http://{RESOURCE}:{port}/", str(timeout), check=False,
+    def get(self, port: int, timeout: float = 3.0, address: str = RESOURCE) -> str:
+        return self.ns(self.cl, "python3", "-c", HTTP_GET, f"http://{address}:{port}/", str(timeout), check=False,
                        timeout=timeout + 10).stdout
 
     def nft_table_exists(self) -> bool:
@@ -222,6 +227,8 @@ def test_a_client_reaches_the_resource_through_the_portal_driven_gateway(site):
     site.provision(filters=("tcp/80",))
     for port in (80, 8080):
         site.spawn(site.rs, "python3", "-c", HTTP_SERVER, RESOURCE, str(port))
+    site.ns(site.rs, "ip", "addr", "add", f"{OUTSIDE}/24", "dev", site.rs_if)
+    site.spawn(site.rs, "python3", "-c", HTTP_SERVER, OUTSIDE, "80")
     site.start_gateway()
     assert site.nft_table_exists(), "the gateway installs its masquerade table"
 
@@ -241,6 +248,11 @@ def test_a_client_reaches_the_resource_through_the_portal_driven_gateway(site):
     assert "FAILED" in site.get(8080, timeout=2)
     m = site.metrics()
     assert m.get('fz_gateway_dropped_total{reason="filtered"}', 0) >= 1, m
+    # An address outside the resource (another host of the Site's LAN, serving port 80): dropped too.
+    before = m.get('fz_gateway_dropped_total{reason="filtered"}', 0)
+    assert "FAILED" in site.get(80, timeout=2, address=OUTSIDE)
+    wait_for(lambda: site.metrics().get('fz_gateway_dropped_total{reason="filtered"}', 0) > before, 3,
+             what="the packet to an address outside the resource counted as filtered")
 
     # Deleting the policy revokes the authorization: the peer is gone (seen within the 1 s
     # publication period of /metrics, plus 1 s).
