@@ -10,8 +10,9 @@ Namespaces (per test, all removed at the end, pass or fail; processes stopped by
 - `fzgp-cl-<pid>-<n>`: the client: wireguard-go and the WebSocket session, on 198.18.0.2;
 - `fzgp-rs-<pid>-<n>`: the resource host 10.90.0.2 with HTTP servers on ports 80 and 8080.
 
-Until the connectivity engine lands, the client reaches the gateway's UDP port directly (the
-gateway's peer roams to the client's authenticated datagrams); ICE replaces that next.
+wireguard-go does no ICE: it reaches the gateway's UDP port directly, and the gateway's peer, which
+has no ICE path, roams to the client's authenticated datagrams. test_e2e.py runs fz-client, ICE
+included.
 """
 
 from __future__ import annotations
