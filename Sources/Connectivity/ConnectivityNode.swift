@@ -509,7 +509,16 @@ public struct ConnectivityNode<Peer: Hashable & Sendable>: Sendable {
             routeSTUN(inner, from: peer, via: .relay(relayed), now: now)
             return .handled
         }
-        let channel: UInt16? = kind == .channelData ? UInt16(bytes[0]) << 8 | UInt16(bytes[1]) : nil
+        var channel: UInt16? = kind == .channelData ? UInt16(bytes[0]) << 8 | UInt16(bytes[1]) : nil
+        if channel == nil, var client = relays[i].client {
+            // A peer's data in a Data indication: it reached our relay before the channel to it
+            // was bound. Bind it now; the ChannelBind leaves before any reply, so a reply (a
+            // WireGuard handshake response) can already go as ChannelData on it, in order, rather
+            // than as a bare datagram the relay would drop.
+            channel = client.bindChannel(to: peer, now: now)
+            relays[i].client = client
+            drainRelay(i, now: now)
+        }
         return .relayedData(payload: range, peer: peer, relay: relays[i].info.address, channel: channel)
     }
 

@@ -15,8 +15,9 @@ import STUN
 /// - Nomination: the controlling agent nominates the best pair that has succeeded as soon as it
 ///   has (a USE-CANDIDATE check on it), direct preferred over relayed whatever the priorities;
 ///   it re-nominates only to upgrade relayed → direct (after `upgradeConfirmations` answers in a
-///   row) or when the selected pair dies — never between two working pairs of one class, so it
-///   does not flap. The controlled agent follows the latest nomination, selects its best working
+///   row), to move a relayed path to the warm relayed backup through other relays when that one's
+///   RTT is clearly shorter (by a quarter plus `relaySwitchMargin`), or when the selected pair
+///   dies — never between two working pairs of similar RTT, so it does not flap. The controlled agent follows the latest nomination, selects its best working
 ///   pair tentatively before one arrives, and fails over by itself when its pair dies.
 /// - Liveness: consent checks (RFC 7675) on the selected pair and one warm backup (the best
 ///   relayed pair when the selected one is direct), fast while `noteTraffic` says data flows and
@@ -319,6 +320,13 @@ public struct IceAgent: Sendable {
         return bestWorking(excluding: s, relayedOnly: true)
     }
 
+    func isClearlyFaster(_ b: Int, than s: Int) -> Bool {
+        guard pairs[b].state == .succeeded, pairs[b].confirmations >= config.upgradeConfirmations,
+              let rb = pairs[b].rtt, let rs = pairs[s].rtt
+        else { return false }
+        return rb * 5 / 4 + config.relaySwitchMargin < rs
+    }
+
     /// A direct pair that works while a relayed one is selected collects confirmations before the upgrade.
     func isConfirming(_ i: Int) -> Bool {
         guard let s = selected, pairs[s].isRelayed else { return false }
@@ -512,6 +520,14 @@ public struct IceAgent: Sendable {
     mutating func choose(now: Timestamp) {
         guard let best = bestWorking() else { return }
         if let s = selected {
+            // Relayed → relayed only to the warm backup through other relays, when its measured
+            // round trip is clearly shorter (a quarter and `relaySwitchMargin`), so the path ends on
+            // the relay with the better RTT whichever pair answered first, and never flaps.
+            if role == .controlling, pairs[s].isRelayed, let b = backup, pairs[b].isRelayed, isClearlyFaster(b, than: s) {
+                select(b, now: now)
+                sendCheck(b, useCandidate: true, consent: false, now: now)
+                return
+            }
             // Upgrade relayed → direct only, after enough answers in a row; the controlled side
             // waits for the nomination.
             guard role == .controlling, pairs[s].isRelayed, !pairs[best].isRelayed,

@@ -171,6 +171,9 @@ public struct IceAgentConfig: Sendable {
     public var retryMax: Duration = .seconds(60)
     /// Consecutive answered checks a direct pair needs before it replaces a selected relayed one.
     public var upgradeConfirmations = 2
+    /// A relayed path moves to the relayed backup through other relays when the backup's RTT
+    /// times 1.25 plus this is below the selected pair's.
+    public var relaySwitchMargin: Duration = .milliseconds(5)
     /// No working pair this long after checking (or disconnection) started: `connectionFailed`.
     public var connectTimeout: Duration = .seconds(15)
     public var maxRemoteCandidates = 64

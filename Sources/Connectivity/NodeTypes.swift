@@ -46,8 +46,9 @@ public enum NodeInput: Sendable, Equatable {
     /// Not the node's: WireGuard (or other data) straight from `from`.
     case notMine
     /// Data a peer sent through our allocation on `relay`: the payload is at `payload` in the
-    /// bytes handed in (unwrapped in place). `channel` is set when it came as ChannelData (replies
-    /// can go back the same way); nil for a Data indication.
+    /// bytes handed in (unwrapped in place). `channel` is the channel replies go back on: the one
+    /// it came on as ChannelData, or, for a Data indication, one the node binds to the peer at that
+    /// moment (its ChannelBind is sent before any reply); nil only when no channel number is free.
     case relayedData(payload: Range<Int>, peer: SocketAddress, relay: SocketAddress, channel: UInt16?)
 }
 

@@ -470,6 +470,12 @@ public final class DataPlane {
             counters.handshakeMessagesReceived &+= 1
             load.record(now: now)
         }
+        // A peer that has no path yet (ICE has not selected one on this side) and speaks to us
+        // through a relay channel is answered through it: its roaming endpoint alone would be the
+        // relay's address without the channel, where a bare WireGuard datagram is dropped.
+        if let peer, let channel, result.isAuthenticated, case .roaming? = state.path(of: peer) {
+            state.setPath(.relayed(relay: source, channel: channel), of: peer)
+        }
         switch result {
         case .packet(let range):
             deliver(UnsafeRawBufferPointer(rebasing: scratch[range]), from: peer!)

@@ -30,6 +30,16 @@ public enum DecapsulateResult: Equatable, Sendable {
     /// The peer's cookie reply was accepted; the next initiation will carry MAC2.
     case cookieAccepted
     case drop(DropReason)
+
+    /// Whether the message proved the sender holds the peer's keys (a transport message that
+    /// decrypted, an accepted initiation, a response that completed our handshake). A cookie reply
+    /// we sent proves nothing about the sender.
+    @inlinable public var isAuthenticated: Bool {
+        switch self {
+        case .packet, .keepalive, .handshakeResponse, .handshakeCompleted: true
+        case .cookieReply, .cookieAccepted, .drop: false
+        }
+    }
 }
 
 /// What a timer asked for (whitepaper §6). Handshake and keepalive messages are carried as

@@ -281,6 +281,65 @@ struct ConnectivityNodeTests {
         #expect(net.longestGap(0, after: cut) <= .seconds(2))
     }
 
+    @Test("a relayed path moves to the other relay once that one is clearly faster, without a gap, and stays")
+    func relaySwitchByRTT() throws {
+        var net = NodeNet(relayDelays: [.milliseconds(5), .milliseconds(20)])
+        net.blocked.insert(net.block(net.addresses[0].ip, net.addresses[1].ip))
+        net.run(seconds: 0.5)
+        net.connect()
+        net.run(seconds: 3, traffic: true)
+        let slow = net.relays[0].address.ip
+        func uses(_ pair: IcePair, _ ip: IPAddress) -> Bool { pair.local.address.ip == ip || pair.remote.address.ip == ip }
+        #expect(uses(try #require(net.pairs(0).last), slow), "the faster relay carries the path first")
+        // Relay 0 gets slow (a congested region): 2 × 100 ms more per round trip through it.
+        net.relays[0].delay = .milliseconds(100)
+        let change = net.now
+        net.run(seconds: 6, traffic: true)
+        let moved = try #require(net.pairs(0).last)
+        #expect(!uses(moved, slow), "\(moved)")
+        #expect(net.longestGap(1, after: change) < .milliseconds(400))
+        // Settled: no move back and forth.
+        let count = net.pairs(0).count
+        net.run(seconds: 10, traffic: true)
+        #expect(net.pairs(0).count == count)
+    }
+
+    @Test("a peer's data in a Data indication gets a channel at once, its ChannelBind sent before any reply")
+    func dataIndicationBindsAChannel() throws {
+        var net = NodeNet()
+        net.blocked.insert(net.block(net.addresses[0].ip, net.addresses[1].ip))
+        net.run(seconds: 0.5)
+        net.connect()
+        net.run(seconds: 1)
+        while net.nodes[0].pollTransmit() != nil {}
+        // The peer's address behind a NAT that picked another port for this destination: the
+        // relay has a permission for its IP but no channel for this address.
+        let peer = SocketAddress("203.0.113.20:60000")!
+        let relay = net.relays[0].address
+        let payload: [UInt8] = [0x01, 0, 0, 0] + Array(repeating: 7, count: 144)  // a WireGuard initiation's size
+        var buffer = [UInt8](repeating: 0, count: DataIndication.size(peer: peer, payloadLength: payload.count)!)
+        let written = payload.withUnsafeBytes { p in
+            buffer.withUnsafeMutableBytes { DataIndication.write(peer: peer, transactionID: .random(), payload: p, into: $0) }
+        }
+        let n = try #require(written)
+        let input = net.nodes[0].handleInbound(Array(buffer[0..<n]), from: relay, socket: net.addresses[0], now: net.now)
+        guard case .relayedData(let range, let from, let via, let channel) = input else {
+            Issue.record("not relayed data: \(input)")
+            return
+        }
+        #expect(Array(buffer[range]) == payload)
+        #expect(from == peer && via == relay)
+        let number = try #require(channel)
+        #expect((0x4000...0x4FFF).contains(number))
+        let transmit = net.nodes[0].pollTransmit()
+        let bind = try #require(transmit)
+        #expect(bind.destination == relay)
+        let message = try Message.decode(bind.bytes)
+        #expect(message.type.method == .channelBind)
+        #expect(message.attributes.contains(.xorPeerAddress(peer)))
+        #expect(message.attributes.contains(.channelNumber(number)))
+    }
+
     @Test("a blocked direct path fails over to the warm relayed pair within 2 s while traffic flows")
     func directToRelayedFailover() throws {
         var net = NodeNet()
