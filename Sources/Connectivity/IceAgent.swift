@@ -83,6 +83,8 @@ public struct IceAgent: Sendable {
     var activeSince: Timestamp = .zero
     /// When checking (or the disconnection) began: `connectTimeout` counts from here.
     var checkingSince: Timestamp?
+    /// When a relayed pair that already works gets nominated if no direct pair answered by then.
+    var relayedHold: Timestamp?
     var remoteEndOfCandidates = false
     var prflxCounter = 0
 
@@ -155,6 +157,7 @@ public struct IceAgent: Sendable {
             }
         }
         if let s = checkingSince, state == .checking || state == .disconnected { d = min(d, s + config.connectTimeout) }
+        if let h = relayedHold { d = min(d, h) }
         return d
     }
 
@@ -336,7 +339,7 @@ public struct IceAgent: Sendable {
     func keepaliveInterval(_ i: Int, now: Timestamp) -> Duration? {
         let active = isActive(now)
         if i == selected { return active ? config.activeInterval : config.idleInterval }
-        if isConfirming(i) { return config.activeInterval }
+        if isConfirming(i) { return config.confirmInterval }
         if i == backup { return active ? config.backupInterval : config.idleInterval }
         return nil
     }
@@ -386,6 +389,10 @@ public struct IceAgent: Sendable {
         // Liveness of working pairs.
         for i in pairs.indices where pairs[i].state == .succeeded {
             if let death = deathTime(i), now >= death { pairFailed(i, now: now) }
+        }
+        if let h = relayedHold, now >= h {
+            relayedHold = nil
+            evaluate(now: now)
         }
         // Retries of failed pairs.
         for i in pairs.indices where pairs[i].state == .failed && pairs[i].retryAt <= now {
@@ -519,6 +526,17 @@ public struct IceAgent: Sendable {
 
     mutating func choose(now: Timestamp) {
         guard let best = bestWorking() else { return }
+        // A relayed pair that answers first is not nominated at once while direct pairs are still
+        // being checked, for at most `relayedNominationDelay` after checking began: hole punching
+        // needs both sides' first checks, so a direct path usually answers a little later, and
+        // starting on it spares the switch.
+        if selected == nil, role == .controlling, pairs[best].isRelayed, let since = checkingSince,
+           now < since + config.relayedNominationDelay,
+           pairs.contains(where: { !$0.isRelayed && ($0.state == .waiting || $0.state == .inProgress) }) {
+            relayedHold = since + config.relayedNominationDelay
+            return
+        }
+        relayedHold = nil
         if let s = selected {
             // Relayed → relayed only to the warm backup through other relays, when its measured
             // round trip is clearly shorter (a quarter and `relaySwitchMargin`), so the path ends on

@@ -149,8 +149,9 @@ public struct IceAgentConfig: Sendable {
     /// sessions sharing a path; ours has a handful of pairs and connecting fast is the point.
     public var pacing: Duration = .milliseconds(20)
     /// First retransmission of a check; doubled each time up to `maxRTO`, `checkTransmissions`
-    /// sends in all: 0, .25, .75, 1.75, 2.75, 3.75, 4.75 s, given up at 5.75 s.
-    public var checkRTO: Duration = .milliseconds(250)
+    /// sends in all: 0, .1, .3, .7, 1.5, 2.5, 3.5 s, given up at 4.5 s. Short, because the first
+    /// checks of a hole punch often cross (each dropped by the other side's NAT before it sent).
+    public var checkRTO: Duration = .milliseconds(100)
     public var maxRTO: Duration = .seconds(1)
     public var checkTransmissions = 7
     /// While traffic flows: a consent check on the selected pair every 250 ms, and the pair is
@@ -171,6 +172,12 @@ public struct IceAgentConfig: Sendable {
     public var retryMax: Duration = .seconds(60)
     /// Consecutive answered checks a direct pair needs before it replaces a selected relayed one.
     public var upgradeConfirmations = 2
+    /// How long after checking began a working relayed pair waits for a direct one before the
+    /// controlling agent nominates it (only while direct pairs are still being checked).
+    public var relayedNominationDelay: Duration = .milliseconds(150)
+    /// How often a direct pair that works is checked while a relayed one is selected, until it has
+    /// `upgradeConfirmations` answers and takes over.
+    public var confirmInterval: Duration = .milliseconds(50)
     /// A relayed path moves to the relayed backup through other relays when the backup's RTT
     /// times 1.25 plus this is below the selected pair's.
     public var relaySwitchMargin: Duration = .milliseconds(5)
