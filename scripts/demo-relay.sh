@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo (README's first command): builds fz-relay, starts it on loopback with its embedded
+# The relay-only demo (fz-relay as a coturn replacement): builds fz-relay, starts it on loopback with its embedded
 # defaults plus a demo user, and drives it with coturn's own clients: a STUN binding, then 4 TURN
 # clients relaying 200 messages each through channels and through Send indications to an echo
 # peer. Prints what happened and stops everything it started.
