@@ -24,10 +24,14 @@ struct IceNetwork {
         /// Destinations each mapping sent to (address-and-port-dependent filtering).
         var contacted: [UInt16: Set<SocketAddress>] = [:]
         var nextPort: UInt16 = 40000
+        /// RFC 4787 §5 filtering of inbound datagrams to a mapping.
+        enum Filtering: Sendable { case endpointIndependent, addressDependent, addressAndPortDependent }
+        var filtering: Filtering = .addressAndPortDependent
 
-        init(publicIP: String, dependent: Bool = false) {
+        init(publicIP: String, dependent: Bool = false, filtering: Filtering = .addressAndPortDependent) {
             self.publicIP = IPAddress(publicIP)!
             self.dependent = dependent
+            self.filtering = filtering
         }
 
         mutating func outbound(_ source: SocketAddress, to d: SocketAddress) -> SocketAddress {
@@ -54,8 +58,12 @@ struct IceNetwork {
         }
 
         func inbound(to port: UInt16, from s: SocketAddress) -> SocketAddress? {
-            guard let inside = reverse[port], contacted[port]?.contains(s) == true else { return nil }
-            return inside
+            guard let inside = reverse[port], let sent = contacted[port] else { return nil }
+            switch filtering {
+            case .endpointIndependent: return inside
+            case .addressDependent: return sent.contains { $0.ip == s.ip } ? inside : nil
+            case .addressAndPortDependent: return sent.contains(s) ? inside : nil
+            }
         }
     }
 
@@ -243,7 +251,11 @@ struct IceNetwork {
     func agentAddress(_ i: Int, _ p: IcePair) -> SocketAddress {
         switch p.via {
         case .relay(let r): return r
-        case .socket(let s): return nats[i]?.mappings[s].map { SocketAddress(ip: nats[i]!.publicIP, port: $0) } ?? s
+        case .socket(let s):
+            guard let nat = nats[i] else { return s }
+            // An endpoint-dependent mapping: the port this socket got for this destination.
+            let port = nat.dependent ? nat.dependentMappings[s]?[p.remote.address] : nat.mappings[s]
+            return port.map { SocketAddress(ip: nat.publicIP, port: $0) } ?? s
         }
     }
 }
