@@ -386,3 +386,66 @@ struct IceAgentPropertyTests {
         }
     }
 }
+
+@Suite("ICE agent: seeded random chaos behind NATs")
+struct IceAgentChaosTests {
+    enum Event: CaseIterable { case directCut, relayRestart, lossBurst, mappingExpiry }
+
+    @Test("loss bursts, cuts, NAT mapping expiry and relay restarts: data never stops longer than 2 s while a path exists",
+          arguments: 1...20)
+    func chaos(seed: UInt64) throws {
+        var rng = SplitMix64(seed: seed)
+        // Both behind endpoint-independent NATs with port-dependent filtering: a hole punch, and a
+        // relayed candidate on each side.
+        var net = IceNetwork(hosts: [[lanA], ["10.9.0.2:6000"]], relays: [relayA, relayB],
+                             nats: [IceNetwork.NAT(publicIP: "203.0.113.1"), IceNetwork.NAT(publicIP: "203.0.113.2")],
+                             serverReflexive: true)
+        net.rng = SplitMix64(seed: seed &* 7919)
+        net.traffic = true
+        net.data = true
+        net.run(seconds: 3)
+        try #require(net.agents[0].selectedPair != nil, "seed \(seed): no connection to start from")
+        var log: [String] = []
+        for _ in 0..<8 {
+            let event = Event.allCases[Int(rng.next() % UInt64(Event.allCases.count))]
+            let length = 1 + Double(rng.next() % 30) / 10  // 1-4 s
+            let start = net.now
+            log.append("\(event) \(length)s at \(start)")
+            switch event {
+            case .directCut: net.directCut = true
+            case .relayRestart: net.relaysDown = true
+            case .lossBurst: net.loss = 0.3
+            case .mappingExpiry:
+                // The mapping goes; the engine's next relay probe learns the new one and signals it
+                // (here at once: the engine probes every 25 s).
+                let side = Int(rng.next() % 2)
+                net.nats[side]!.expireMappings()
+                let server = SocketAddress("198.51.100.200:3478")!
+                let host = net.hosts[side][0]
+                let mapped = net.nats[side]!.outbound(host, to: server)
+                net.agents[side].addLocalCandidate(.serverReflexive(mapped, base: host, server: server), now: net.now)
+                net.pump()
+            }
+            net.run(seconds: length)
+            net.directCut = false
+            net.relaysDown = false
+            net.loss = 0
+            // Settle, then the next event.
+            net.run(seconds: 4)
+            // One path (direct or relayed) stayed up throughout: data keeps flowing both ways,
+            // with a gap no longer than the 2 s failover bound (plus a data interval). A mapping
+            // expiry is harsher: every pair through that NAT dies at once, the warm backup
+            // included (its far end saw the old port), so the agent finds the surviving pair
+            // (through its own relay, or the new server-reflexive one) on the retry round after
+            // the 1.5 s liveness bound: 3.5 s.
+            let bound: Duration = event == .mappingExpiry ? .milliseconds(3500) : .milliseconds(2100)
+            for i in 0..<2 {
+                let gap = net.longestGap(i, from: start, to: net.now)
+                #expect(gap <= bound, "seed \(seed): agent \(i) had no data for \(gap) after \(log.last!); events: \(log)")
+            }
+        }
+        for i in 0..<2 {
+            #expect(!net.events(i).contains(.connectionFailed), "seed \(seed): agent \(i) gave up; events: \(log)")
+        }
+    }
+}

@@ -57,6 +57,15 @@ struct IceNetwork {
             return SocketAddress(ip: publicIP, port: port)
         }
 
+        /// Every mapping times out at once (an idle NAT, a router reboot): the next datagram out
+        /// gets a new public port.
+        mutating func expireMappings() {
+            mappings.removeAll()
+            dependentMappings.removeAll()
+            reverse.removeAll()
+            contacted.removeAll()
+        }
+
         func inbound(to port: UInt16, from s: SocketAddress) -> SocketAddress? {
             guard let inside = reverse[port], let sent = contacted[port] else { return nil }
             switch filtering {
@@ -87,6 +96,12 @@ struct IceNetwork {
     var directCut = false
     /// Calls `noteTraffic` on both agents every 100 ms.
     var traffic = false
+    /// With `traffic`: each agent also sends a data datagram on its selected pair every 100 ms,
+    /// and arrivals are recorded in `received` (the agent never sees them).
+    var data = false
+    var received: [[Timestamp]] = [[], []]
+    /// Every relay drops everything (a relay restarting).
+    var relaysDown = false
     var nextTrafficAt: Timestamp = .zero
     var inFlight: [Packet] = []
     var seq = 0
@@ -175,6 +190,7 @@ struct IceNetwork {
     /// Where a datagram to `to` lands: (agent, via), or nil when nothing listens or lets it in.
     mutating func route(_ p: Packet) -> (Int, IceVia)? {
         if directCut, !isRelay(p.from), !isRelay(p.to) { return nil }
+        if relaysDown, isRelay(p.from) || isRelay(p.to) { return nil }
         for i in 0..<2 {
             if relays[i] == p.to { return (i, .relay(p.to)) }
             if let nat = nats[i] {
@@ -186,8 +202,14 @@ struct IceNetwork {
         return nil
     }
 
+    static let dataMarker: UInt8 = 0xDA
+
     mutating func deliver(_ p: Packet) {
         guard let (i, via) = route(p) else { return }
+        if p.bytes.first == Self.dataMarker {
+            received[i].append(now)
+            return
+        }
         let consumed = agents[i].handleInbound(p.bytes, from: p.from, via: via, now: now)
         #expect(consumed)
     }
@@ -215,12 +237,29 @@ struct IceNetwork {
             for p in due { deliver(p) }
             if traffic, now >= nextTrafficAt {
                 for i in 0..<2 { agents[i].noteTraffic(now: now) }
+                if data {
+                    for i in 0..<2 {
+                        guard let pair = agents[i].selectedPair else { continue }
+                        send(IceTransmit(via: pair.via, destination: pair.remote.address, bytes: [Self.dataMarker, UInt8(i)]), from: i)
+                    }
+                }
                 nextTrafficAt = now + .milliseconds(100)
             }
             for i in 0..<2 where agents[i].nextDeadline <= now { agents[i].handleTimeout(now: now) }
             pump()
         }
         if end > now { clock.advance(by: end - now) }
+    }
+
+    /// The longest time between data arrivals at agent `i` within [from, to].
+    func longestGap(_ i: Int, from: Timestamp, to: Timestamp) -> Duration {
+        var last = from
+        var gap = Duration.zero
+        for t in received[i] where t >= from && t <= to {
+            gap = max(gap, t - last)
+            last = t
+        }
+        return max(gap, to - last)
     }
 
     func events(_ i: Int, after t: Timestamp = .zero) -> [IceEvent] {
