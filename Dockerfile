@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Release binaries on Swift's Debian image; a slim Debian runtime with only the shared libraries
-# they need. The default target is the relay; `--target gateway` builds the gateway image.
+# they need. The default target is the relay; `--target gateway` and `--target client` build the
+# gateway and client images.
 #
 #   docker build -t fz .
 #   docker run --rm --network host -e FZ_RELAY_REALM=example.org \
@@ -15,6 +16,13 @@
 #   is fine, since its traffic to the Site is masqueraded. The static mode still works:
 #   -v /etc/fz/wg0.conf:/etc/fz/wg0.conf:ro fz-gateway --wg-config /etc/fz/wg0.conf --interface wg0,
 #   the file readable by uid 65532; the gateway runs as that user with CAP_NET_ADMIN only.)
+#
+#   docker build --target client -t fz-client .
+#   docker run -d --cap-add NET_ADMIN --device /dev/net/tun -v fz-client:/var/lib/fz-client \
+#       -e FZ_PORTAL_URL=https://portal.example.org -e FZ_TOKEN="$CLIENT_TOKEN" fz-client
+#   (the volume keeps the client's key, so it stays the same client; --network host puts the
+#   routes to the resources on the host instead of in the container;
+#   docker exec CONTAINER fz-client status)
 
 FROM swift:6.3-bookworm AS build
 RUN apt-get update \
@@ -28,8 +36,10 @@ COPY Sources ./Sources
 COPY Tests ./Tests
 RUN swift build -c release --product fz-relay --static-swift-stdlib \
  && swift build -c release --product fz-gateway --static-swift-stdlib \
+ && swift build -c release --product fz-client --static-swift-stdlib \
  && install -D -m 0755 "$(swift build -c release --show-bin-path)/fz-relay" /out/usr/local/bin/fz-relay \
- && install -D -m 0755 "$(swift build -c release --show-bin-path)/fz-gateway" /out/usr/local/bin/fz-gateway
+ && install -D -m 0755 "$(swift build -c release --show-bin-path)/fz-gateway" /out/usr/local/bin/fz-gateway \
+ && install -D -m 0755 "$(swift build -c release --show-bin-path)/fz-client" /out/usr/local/bin/fz-client
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -50,6 +60,18 @@ RUN apt-get update \
  && apt-get purge -y libcap2-bin && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/fz-gateway"]
+
+# The client: a TUN device and routes (CAP_NET_ADMIN as a file capability, as for the gateway);
+# its key lives in the state directory, a volume owned by the fz user.
+FROM runtime AS client
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libcap2-bin \
+ && setcap cap_net_admin=ep /usr/local/bin/fz-client \
+ && apt-get purge -y libcap2-bin && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
+ && install -d -m 0700 -o 65532 -g 65532 /var/lib/fz-client
+VOLUME /var/lib/fz-client
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/fz-client", "run"]
 
 # The relay (default target).
 FROM runtime AS relay
