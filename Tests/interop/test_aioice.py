@@ -67,12 +67,13 @@ async def round_trip(turn, collector: Collector, peer, payload: bytes, timeout: 
             return data
 
 
-async def allocate_and_echo(server, username, password, messages: int = 20):
+async def allocate_and_echo(server, username, password, messages: int = 20, transport: str = "udp"):
     echo_transport, peer = await start_echo_peer()
     turn = collector = None
     try:
         turn, collector = await asyncio.wait_for(
-            create_turn_endpoint(Collector, server_addr=server, username=username, password=password),
+            create_turn_endpoint(Collector, server_addr=server, username=username, password=password,
+                                 transport=transport),
             timeout=10,
         )
         relayed = turn.get_extra_info("sockname")
@@ -98,6 +99,15 @@ def test_aioice_allocates_with_a_static_user_and_echoes_through_the_relay(start_
     # aioice deleted its allocation on close.
     relay.wait_metric("fz_relay_allocations", lambda v: v == 0)
     relay.wait_metric("fz_relay_allocations_deleted_total", lambda v: v == 1)
+
+
+def test_aioice_over_tcp_allocates_and_echoes_through_the_relay(start_relay):
+    """aioice's TURN client with transport="tcp": the allocation lives on the TCP connection
+    and ends with it."""
+    relay = start_relay("--user", "alice:alice-pass", "--allow-loopback-peers", metrics=True)
+    asyncio.run(allocate_and_echo(relay.address, "alice", "alice-pass", transport="tcp"))
+    relay.wait_metric("fz_relay_peer_packets_in_total", lambda v: v >= 20)
+    relay.wait_metric("fz_relay_allocations", lambda v: v == 0)
 
 
 def test_aioice_allocates_with_rest_credentials_and_echoes_through_the_relay(start_relay):

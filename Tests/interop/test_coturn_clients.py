@@ -52,6 +52,29 @@ def test_uclient_echoes_every_message_through_the_relay(start_relay, echo_peer, 
 
 
 @pytest.mark.parametrize("mode", ["channels", "send indications"])
+@pytest.mark.parametrize("auth", ["static user", "REST secret"])
+def test_uclient_over_tcp_echoes_every_message_through_the_relay(start_relay, echo_peer, auth, mode):
+    """TURN over TCP (RFC 8656 §3.1, `turnutils_uclient -t`): the client's leg is one TCP stream
+    (STUN and ChannelData framed on it, ChannelData padded to 4), the peer's leg UDP."""
+    relay = start_relay("--user", "alice:alice-pass", "--static-auth-secret", SECRET,
+                        "--allow-loopback-peers", metrics=True)
+    flags = _credentials(auth) + ["-t"] + list(UCLIENT_LOAD) + (["-s"] if mode == "send indications" else [])
+    result = run_uclient(relay, echo_peer.address, *flags)
+    assert_clean_echo(result)
+    relay.wait_metric("fz_relay_peer_packets_in_total", lambda v: v >= 800)
+    counter = ("fz_relay_channel_data_in_total" if mode == "channels"
+               else "fz_relay_send_indications_in_total")
+    relay.wait_metric(counter, lambda v: v >= 800)
+
+
+def test_no_tcp_refuses_turn_over_tcp(start_relay, echo_peer):
+    relay = start_relay("--user", "alice:alice-pass", "--allow-loopback-peers", "--no-tcp")
+    result = run_uclient(relay, echo_peer.address, "-u", "alice", "-w", "alice-pass", "-t", "-m", "1", "-n", "5", "-c",
+                         timeout=30)
+    assert result.totals != (5, 5), result.describe()
+
+
+@pytest.mark.parametrize("mode", ["channels", "send indications"])
 def test_relaying_to_loopback_is_refused_with_403_by_default(start_relay, counting_peer, mode):
     relay = start_relay("--user", "alice:alice-pass", metrics=True)
     peer = counting_peer(echo=True)
