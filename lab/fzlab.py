@@ -40,14 +40,20 @@ CLIENT_WAN, GATEWAY_WAN = "198.18.10.2", "198.18.20.2"
 PORTAL_PORT = 8080
 FAR_DELAY_MS = 30
 
+# HTTPServer.server_bind resolves the address back to a name (socket.getfqdn), which waits for
+# a DNS server a namespace cannot reach: bind as a plain TCPServer instead.
 HTTP_SERVER = textwrap.dedent("""
-    import http.server, socket, sys
+    import http.server, socketserver, sys
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             body = ("hello from the resource " + sys.argv[1] + "\\n").encode()
             self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
         def log_message(self, *a): pass
-    http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+    class S(http.server.ThreadingHTTPServer):
+        def server_bind(self):
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = self.server_address[:2]
+    S((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 """)
 
 
@@ -265,13 +271,16 @@ class Lab:
         return json.loads(out.stdout) if out.stdout.strip() else None
 
     def start_portal(self) -> None:
+        """Starts fz-portal; the first start prints the admin token, later ones (same database) do not."""
+        first = not self.admin
         proc = self.start("portal", "portal", self.bins["fz-portal"], "serve", "--listen", f"{PORTAL}:{PORTAL_PORT}",
                           "--database-url", f"sqlite://{self.workdir / 'portal.sqlite'}", "--log-level", "warning",
-                          stdout=subprocess.PIPE)
-        line = proc.stdout.readline().decode()
-        if "Initial admin token" not in line:
-            raise LabError(f"fz-portal did not print its admin token: {line!r}\n{self.log('portal')}")
-        self.admin = line.rsplit(" ", 1)[1].strip()
+                          stdout=subprocess.PIPE if first else None)
+        if first:
+            line = proc.stdout.readline().decode()
+            if "Initial admin token" not in line:
+                raise LabError(f"fz-portal did not print its admin token: {line!r}\n{self.log('portal')}")
+            self.admin = line.rsplit(" ", 1)[1].strip()
         probe = f"import urllib.request; urllib.request.urlopen('{self.portal_url}/healthz', timeout=1)"
         wait_for(lambda: self.ns("portal", sys.executable, "-c", probe, check=False).returncode == 0, 15, interval=0.1,
                  what="the portal's /healthz")
@@ -280,7 +289,7 @@ class Lab:
         self.site = self.cli("site", "create", "office")
         self.resource = self.cli("resource", "create", "--site", self.site["id"], "--address", f"{self.resource_ip}/32",
                                  "--filter", "tcp/80", "web")
-        group = self.cli("group", "create", "staff")
+        self.group = group = self.cli("group", "create", "staff")
         actor = self.cli("actor", "create", "alice")
         self.cli("membership", "add", "--group", group["id"], "--actor", actor["id"])
         self.cli("policy", "create", "--group", group["id"], "--resource", self.resource["id"])
@@ -300,13 +309,15 @@ class Lab:
             wait_for(lambda: "joined the portal" in self.log(f"relay-{i}"), 15, interval=0.1, what=f"relay-{i} joining the portal")
 
     def _notify(self, name: str) -> NotifySocket:
-        n = NotifySocket(self.workdir / f"{name}.notify")
+        path = self.workdir / f"{name}.notify"
+        path.unlink(missing_ok=True)  # a restarted daemon gets a fresh socket
+        n = NotifySocket(path)
         self.notify.append(n)
         return n
 
-    def start_gateways(self) -> None:
+    def start_gateways(self, only: list[int] | None = None) -> None:
         waits = []
-        for i in range(1, self.gateway_count + 1):
+        for i in only or range(1, self.gateway_count + 1):
             n = self._notify(f"gw-{i}")
             proc = self.start(f"gw-{i}", f"gw{i}", self.bins["fz-gateway"], "--interface", "fz-gw0", "--name", f"gw-{i}",
                               env={"FZ_PORTAL_URL": self.portal_url, "FZ_TOKEN": self.site_token, "NOTIFY_SOCKET": n.path})
@@ -316,11 +327,22 @@ class Lab:
             if proc.poll() is not None:
                 raise LabError(f"gw-{i} exited {proc.returncode}:\n{self.log(f'gw-{i}')}")
 
+    def serve_on(self, ip: str) -> None:
+        """Another address on the resource host's LAN interface, with an HTTP server on it."""
+        dev = next(line.split()[1] for line in self.ns("resource", "ip", "-o", "-4", "addr", "show").stdout.splitlines()
+                   if f"inet {self.resource_ip}/" in line)
+        self.ns("resource", "ip", "addr", "add", f"{ip}/24", "dev", dev)
+        self.start(f"http-{ip}", "resource", sys.executable, "-c", HTTP_SERVER, ip, "80")
+        self._wait_listening(ip)
+
+    def _wait_listening(self, ip: str) -> None:
+        wait_for(lambda: self.ns("resource", sys.executable, "-c",
+                                 f"import socket; socket.create_connection(('{ip}', 80), 1)", check=False).returncode == 0,
+                 10, what=f"the HTTP server on {ip}")
+
     def start_resource(self) -> None:
         self.start("http", "resource", sys.executable, "-c", HTTP_SERVER, self.resource_ip, "80")
-        wait_for(lambda: self.ns("resource", sys.executable, "-c",
-                                 f"import socket; socket.create_connection(('{self.resource_ip}', 80), 1)", check=False).returncode == 0,
-                 10, what="the resource's HTTP server")
+        self._wait_listening(self.resource_ip)
 
     def start_client(self) -> None:
         n = self._notify("client")
@@ -339,6 +361,13 @@ class Lab:
         self.start_relays()
         self.start_gateways()
         self.start_client()
+
+    # ------------------------------------------------------------------ impairments
+
+    def wan_loss(self, probability: float) -> None:
+        """Drops `probability` of everything the core forwards (both directions of every WAN link)."""
+        self.ns("core", "iptables", "-A", "FORWARD", "-m", "statistic", "--mode", "random", "--probability",
+                f"{probability}", "-j", "DROP")
 
     # ------------------------------------------------------------------ using it
 
@@ -413,6 +442,87 @@ def demo(bins: Binaries, client_nat: str, gateway_nat: str, keep_logs: Path | No
                 lab.close()
 
 
+EXPECTED = {
+    # (client, gateway) -> path; Linux conntrack filters address-and-port-dependently, so an
+    # endpoint-dependent side (hard) facing any NAT needs the relay.
+    (c, g): ("direct" if c == "none" or g == "none" or (c == "easy" and g == "easy") else "relayed")
+    for c in ("none", "easy", "hard") for g in ("none", "easy", "hard")
+}
+
+
+def measure(bins: Binaries, client_nat: str, gateway_nat: str) -> dict:
+    """One matrix cell: a fresh lab, the daemons up, one fetch timed from the first SYN."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fzl") as d:
+        lab = Lab(bins, Path(d), client_nat=client_nat, gateway_nat=gateway_nat)
+        try:
+            lab.start_all()
+            ok, body, took = lab.curl(f"http://{lab.resource_ip}/", timeout=10)
+            cell = {"client": client_nat, "gateway": gateway_nat, "path": "none", "relay": None,
+                    "connect_ms": round(took * 1000), "fetch": "ok" if ok and "hello from" in body else "failed"}
+            if ok:
+                s = wait_for(lambda: (lambda r: r if r.get("path") else None)(lab.resource_status()), 5, interval=0.1,
+                             what="the path in fz-client status")
+                cell["path"] = "relayed" if s["path"].startswith("relayed") else "direct"
+                if cell["path"] == "relayed":
+                    cell["relay"] = s["path"].removeprefix("relayed via ")
+            cell["expected"] = EXPECTED[(client_nat, gateway_nat)]
+            return cell
+        finally:
+            lab.close()
+
+
+def matrix(bins: Binaries, as_json: bool, write_doc: Path | None) -> int:
+    cells = []
+    for c in ("none", "easy", "hard"):
+        for g in ("none", "easy", "hard"):
+            try:
+                cell = measure(bins, c, g)
+            except (LabError, subprocess.SubprocessError, OSError) as e:
+                cell = {"client": c, "gateway": g, "path": "none", "relay": None, "connect_ms": None, "fetch": "failed",
+                        "expected": EXPECTED[(c, g)], "error": str(e).splitlines()[0]}
+            cells.append(cell)
+            if as_json:
+                print(json.dumps(cell), flush=True)
+            else:
+                relay = f" relay={cell['relay']}" if cell["relay"] else ""
+                print(f"client={c} gateway={g} path={cell['path']}{relay} connect_ms={cell['connect_ms']} fetch={cell['fetch']}",
+                      flush=True)
+    if write_doc:
+        write_matrix(write_doc, cells)
+    good = all(c["fetch"] == "ok" and c["path"] == c["expected"] for c in cells)
+    return 0 if good else 1
+
+
+MATRIX_BEGIN = "<!-- fz-lab matrix: generated by `lab/fz-lab matrix --write-doc docs/connectivity.md`; do not edit -->"
+MATRIX_END = "<!-- end of fz-lab matrix -->"
+
+
+def write_matrix(doc: Path, cells: list[dict]) -> None:
+    kernel = os.uname().release
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [MATRIX_BEGIN, "",
+             f"Run {when} on Linux {kernel} ({os.cpu_count()} CPUs), debug build, one fresh lab per cell; "
+             "connect_ms is the first HTTP fetch through a brand-new tunnel (portal grant, ICE, WireGuard "
+             "and TCP handshakes included).", "",
+             "| client NAT | gateway NAT | path | relay | connect_ms | fetch | expected |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in cells:
+        lines.append(f"| {c['client']} | {c['gateway']} | {c['path']} | {c['relay'] or ''} | {c['connect_ms']} | "
+                     f"{c['fetch']} | {c['expected']} |")
+    lines += ["", MATRIX_END]
+    text = doc.read_text()
+    block = "\n".join(lines)
+    if MATRIX_BEGIN in text and MATRIX_END in text:
+        start = text.index(MATRIX_BEGIN)
+        end = text.index(MATRIX_END) + len(MATRIX_END)
+        text = text[:start] + block + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n## The lab's matrix (real Linux NAT)\n\n" + block + "\n"
+    doc.write_text(text)
+
+
 def main(argv: list[str]) -> int:
     import argparse
 
@@ -423,6 +533,9 @@ def main(argv: list[str]) -> int:
     d.add_argument("--client-nat", default="easy", choices=("none", "easy", "hard"))
     d.add_argument("--gateway-nat", default="easy", choices=("none", "easy", "hard"))
     d.add_argument("--keep-logs", type=Path, help="copy every daemon's log here")
+    m = sub.add_parser("matrix", help="client NAT x gateway NAT (none, easy, hard): the path and a fetch for each pair")
+    m.add_argument("--json", action="store_true", help="one JSON object per pair")
+    m.add_argument("--write-doc", type=Path, help="replace the generated table in this file (docs/connectivity.md)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("fz-lab: needs root (network namespaces, TUN devices)", file=sys.stderr)
@@ -439,6 +552,8 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     try:
+        if args.command == "matrix":
+            return matrix(bins, args.json, args.write_doc)
         return demo(bins, args.client_nat, args.gateway_nat, args.keep_logs)
     except KeyboardInterrupt:
         print("demo: FAILED: interrupted")

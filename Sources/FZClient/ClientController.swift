@@ -77,6 +77,8 @@ public struct ClientController: Sendable {
     private var held: [ResourceID: Held] = [:]
     private var relays: [RelayID: RelayView] = [:]
     private var routes: Set<CIDR> = []
+    /// Between `init` and the loss of the portal connection: requests can be sent.
+    public private(set) var portalUp = false
     /// Packets dropped: to no resource, over the hold bound, or held too long.
     public private(set) var dropped = (noResource: 0, overflow: 0, stale: 0)
 
@@ -88,6 +90,7 @@ public struct ClientController: Sendable {
         var out: [Action] = []
         switch message {
         case .initialize(let i):
+            portalUp = true
             if tunnel != i.tunnel {
                 tunnel = i.tunnel
                 out.append(.setAddresses(i.tunnel))
@@ -157,11 +160,34 @@ public struct ClientController: Sendable {
         return out
     }
 
+    /// The portal connection is gone (the session reconnects by itself): tunnels keep working,
+    /// but nothing new can be asked for, so requests in flight and their held packets are
+    /// refused, and so are new ones until the next `init` — applications fail at once instead of
+    /// waiting for a portal that may be away for long.
+    public mutating func portalLost(now: Timestamp) -> [Action] {
+        portalUp = false
+        var refused: [[UInt8]] = []
+        for (id, state) in access.sorted(by: { $0.key < $1.key }) {
+            guard case .requesting = state else { continue }
+            access[id] = nil
+            refused += held.removeValue(forKey: id)?.packets ?? []
+        }
+        return refused.isEmpty ? [] : [.refuse(refused)]
+    }
+
     /// A packet read from TUN that no tunnel covers.
     public mutating func unrouted(_ packet: [UInt8], now: Timestamp) -> [Action] {
         guard let destination = packet.withUnsafeBytes({ Unreachable.destination(of: $0) }), let id = resource(for: destination) else {
             dropped.noResource += 1
             return []
+        }
+        if !portalUp {
+            if case .granted(let gateway, let until) = access[id], until > now {
+                if links[gateway]?.connected == true { return [.release([packet])] }
+                hold(packet, for: id, now: now)
+                return []
+            }
+            return [.refuse([packet])]
         }
         switch access[id] {
         case .denied(_, let until) where until > now:

@@ -76,6 +76,7 @@ public enum ClientDaemon {
                         loop.execute { core.portal(m) }
                     case .disconnected(let reason):
                         core.setPortal(connected: false)
+                        loop.execute { core.portalLost() }
                         logger.warning("portal connection lost; tunnels keep working, reconnecting", metadata: ["reason": "\(reason)"])
                     }
                 }
@@ -175,6 +176,8 @@ final class ClientCore: DataPlaneCompanion, @unchecked Sendable {
     }
 
     func setPortal(connected: Bool) { published.withLock { $0.portalConnected = connected } }
+
+    func portalLost() { perform(controller.portalLost(now: MonotonicClock.now())) }
 
     private func unrouted(_ packet: UnsafeRawBufferPointer) {
         perform(controller.unrouted(Array(packet), now: MonotonicClock.now()))

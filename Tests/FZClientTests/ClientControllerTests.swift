@@ -201,6 +201,24 @@ struct ClientControllerTests {
         #expect(fewer.contains(.removeRoute(CIDR("10.20.0.100/32")!)))
     }
 
+    @Test("with the portal away, granted resources keep working and new ones are refused at once")
+    func portalAway() {
+        var (c, _) = started()
+        let ice = IcePair(client: .random(), gateway: .random()), psk = PresharedKey.random()
+        _ = c.unrouted(syn(to: IPv4Address(10, 20, 0, 100)), now: t0)
+        _ = c.handle(granted(host, ice: ice, psk: psk), now: t0, wall: wall0)
+        _ = c.link(gw1, .connected, now: t0)
+        let pending = syn(to: IPv4Address(10, 20, 0, 5))
+        _ = c.unrouted(pending, now: t0)
+        #expect(c.portalLost(now: t0 + .seconds(1)) == [.refuse([pending])])
+        let p = syn(to: IPv4Address(10, 20, 0, 7))
+        #expect(c.unrouted(p, now: t0 + .seconds(2)) == [.refuse([p])])
+        #expect(c.gateway(of: host.id) == gw1)
+        // Back: the next packet asks again.
+        _ = c.handle(initMessage(), now: t0 + .seconds(3), wall: wall0)
+        #expect(c.unrouted(p, now: t0 + .seconds(3)) == [.send(.requestAccess(RequestAccess(resourceId: web.id)))])
+    }
+
     @Test("candidates pass through both ways; local ones only for a connection that exists")
     func candidates() {
         var (c, _) = started()

@@ -50,10 +50,11 @@ def lab_factory():
         d.cleanup()
 
 
-def _fetch(lab: fzlab.Lab, within: float) -> float:
+def _fetch(lab: fzlab.Lab, within: float, attempt: float = 3) -> float:
+    """Fetches until one succeeds (each attempt at most `attempt` seconds); the seconds it took."""
     start = time.monotonic()
     while True:
-        ok, body, _ = lab.curl(f"http://{lab.resource_ip}/", timeout=3)
+        ok, body, _ = lab.curl(f"http://{lab.resource_ip}/", timeout=attempt)
         if ok and "hello from the resource" in body:
             return time.monotonic() - start
         assert time.monotonic() - start < within, f"{body}\n{lab.logs()}"
@@ -91,3 +92,90 @@ def test_kill_9_of_the_serving_gateway_moves_the_client_to_the_other(lab_factory
     print(f"kill -9 {serving}: reached again through {other} after {time.monotonic() - cut:.2f}s")
     assert other != serving and other.startswith("gw-"), now
     assert took < 5, f"recovery took {took:.2f}s\n{lab.logs()}"
+
+
+def _path(lab: fzlab.Lab) -> str:
+    return lab.resource_status().get("path", "")
+
+
+def _fetch_times(lab: fzlab.Lab, seconds: float) -> list[tuple[float, bool]]:
+    """Fetches for `seconds`, each with a 1 s timeout: (when, ok) per attempt."""
+    out = []
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        ok, body, _ = lab.curl(f"http://{lab.resource_ip}/", timeout=1)
+        out.append((time.monotonic() - start, ok and "hello from the resource" in body))
+    return out
+
+
+def test_kill_9_of_the_relay_carrying_the_path_moves_it_to_the_other_relay(lab_factory):
+    lab = lab_factory("hard", "easy")
+    lab.start_all()
+    _fetch(lab, within=10)
+    assert _path(lab) == "relayed via relay-1", lab.resource_status()
+    lab.stop("relay-1", signal.SIGKILL)
+    cut = time.monotonic()
+    # Short attempts: a fetch started into the dead path would wait for TCP's 1 s SYN retransmit.
+    _fetch(lab, within=10, attempt=0.3)
+    took = time.monotonic() - cut
+    moved = fzlab.wait_for(lambda: _path(lab) if "relay-2" in _path(lab) else None, 5, what="the path on relay-2")
+    print(f"kill -9 relay-1: fetched again after {took:.2f}s, path {moved}")
+    assert took < 2.5, f"{took:.2f}s\n{lab.logs()}"
+
+
+def test_with_the_portal_away_tunnels_keep_working_new_intents_fail_fast_and_all_comes_back(lab_factory):
+    lab = lab_factory("easy", "easy")
+    lab.start_all()
+    _fetch(lab, within=10)
+    web2_ip = lab.resource_ip.rsplit(".", 1)[0] + ".101"
+    lab.serve_on(web2_ip)
+    web2 = lab.cli("resource", "create", "--site", lab.site["id"], "--address", f"{web2_ip}/32", "--filter", "tcp/80", "web2")
+    lab.cli("policy", "create", "--group", lab.group["id"], "--resource", web2["id"])
+    fzlab.wait_for(lambda: any(r["id"] == web2["id"] for r in lab.status()["resources"]), 5, what="web2 pushed to the client")
+    lab.stop("portal", signal.SIGKILL)
+    fzlab.wait_for(lambda: lab.status()["portal"] == "disconnected", 20, interval=0.2, what="the client noticing")
+    # The established tunnel carries on.
+    for _ in range(3):
+        ok, body, _ = lab.curl(f"http://{lab.resource_ip}/", timeout=3)
+        assert ok and "hello from the resource" in body, body
+    # A resource never asked for: refused at once (the client cannot ask), not a timeout.
+    ok, err, took = lab.curl(f"http://{web2_ip}/", timeout=5)
+    assert not ok and took < 1.5, (err, took)
+    # The portal comes back (same database): every daemon reconnects, and the new intent works.
+    lab.start_portal()
+    fzlab.wait_for(lambda: lab.status()["portal"] == "connected", 40, interval=0.2, what="the client reconnecting")
+    for g in ("gw-1", "gw-2"):
+        fzlab.wait_for(lambda: lab.log(g).count("joined the portal") >= 2, 40, interval=0.2, what=f"{g} rejoining")
+    start = time.monotonic()
+    while True:
+        ok, body, _ = lab.curl(f"http://{web2_ip}/", timeout=3)
+        if ok:
+            break
+        assert time.monotonic() - start < 15, f"{body}\n{lab.logs()}"
+    took = time.monotonic() - start
+    print(f"after the portal came back: web2 reached in {took:.2f}s")
+    assert took < 2, f"{took:.2f}s\n{lab.logs()}"
+
+
+def test_a_restarted_gateway_loses_no_client_and_rejoins(lab_factory):
+    lab = lab_factory("easy", "easy")
+    lab.start_all()
+    _fetch(lab, within=10)
+    serving = lab.gateway_name(lab.resource_status()["gateway"])
+    lab.stop(serving)  # SIGTERM: a clean restart, as systemd does it
+    cut = time.monotonic()
+    _fetch(lab, within=10)
+    took = time.monotonic() - cut
+    lab.start_gateways(only=[int(serving.split("-")[1])])
+    assert lab.log(serving).count("joined the portal") == 2
+    print(f"restart of {serving}: fetched again after {took:.2f}s through {lab.gateway_name(lab.resource_status()['gateway'])}")
+    assert took < 5
+
+
+def test_five_percent_loss_on_every_wan_link_still_connects(lab_factory):
+    lab = lab_factory("easy", "easy")
+    lab.wan_loss(0.05)
+    lab.start_all()
+    took = _fetch(lab, within=20)
+    print(f"5 % loss: first fetch after {took:.2f}s, path {_path(lab)}")
+    assert _path(lab).startswith(("direct", "relayed"))
