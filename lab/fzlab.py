@@ -369,6 +369,18 @@ class Lab:
         self.ns("core", "iptables", "-A", "FORWARD", "-m", "statistic", "--mode", "random", "--probability",
                 f"{probability}", "-j", "DROP")
 
+    def roam_client(self, new_wan: str = "198.18.10.3") -> None:
+        """The client site's router gets another public address (a new DHCP lease, another
+        network): MASQUERADE maps everything from it from now on, and the kernel forgets what it
+        had masqueraded to the old address (its conntrack entries go with the address)."""
+        if self.client_nat == "none":
+            raise LabError("roaming needs a NAT in front of the client")
+        wan = next(line.split()[1] for line in self.ns("cnat", "ip", "-o", "-4", "addr", "show").stdout.splitlines()
+                   if "198.18.10.2/" in line)
+        self.ns("cnat", "ip", "addr", "del", "198.18.10.2/24", "dev", wan)
+        self.ns("cnat", "ip", "addr", "add", f"{new_wan}/24", "dev", wan)
+        self.ns("cnat", "ip", "route", "replace", "default", "via", "198.18.10.1")
+
     # ------------------------------------------------------------------ using it
 
     def curl(self, url: str, timeout: float = 10.0) -> tuple[bool, str, float]:

@@ -214,14 +214,25 @@ public struct ConnectivityNode<Peer: Hashable & Sendable>: Sendable {
         }
     }
 
-    mutating func relayFailed(_ i: Int, reason: String, now: Timestamp) {
+    /// `cooldown`: the relay is presumed unhealthy and is not asked again for `relayCooldown`.
+    mutating func relayFailed(_ i: Int, reason: String, cooldown: Bool = true, now: Timestamp) {
         stats.allocationsLost += 1
         forgetCandidates(relayed: relays[i].client?.relayedAddress)
         relays[i].client = nil
         relays[i].held.removeAll()
-        relays[i].cooldownUntil = now + config.relayCooldown
+        if cooldown { relays[i].cooldownUntil = now + config.relayCooldown }
         events.append(.relayLost(id: relays[i].info.id, reason: reason))
         maintainAllocations(now: now)
+    }
+
+    /// The relay answered that it holds no allocation for our 5-tuple (437): it restarted, or our
+    /// address changed (a NAT rebinding, another network). It is alive, so it gets a new allocation
+    /// at once, and every relay is probed again now to learn our server-reflexive address: the
+    /// agents get the new candidates and find a path again without waiting for their timeouts.
+    mutating func addressMayHaveChanged(_ i: Int, now: Timestamp) {
+        stats.addressChanges += 1
+        for j in relays.indices where relays[j].probe == nil { relays[j].nextProbeAt = now }
+        relayFailed(i, reason: TURNFailure.allocationMismatch.description, cooldown: false, now: now)
     }
 
     /// New connections do not get the relayed candidate of a lost allocation; existing agents
@@ -259,6 +270,9 @@ public struct ConnectivityNode<Peer: Hashable & Sendable>: Sendable {
             case .permissionCreated, .channelBound:
                 flushHeld(i, now: now)
                 completePendingPaths(now: now)
+            case .allocationLost(.allocationMismatch):
+                addressMayHaveChanged(i, now: now)
+                return
             case .allocationFailed(let f), .allocationLost(let f):
                 relayFailed(i, reason: f.description, now: now)
                 return
@@ -416,10 +430,12 @@ public struct ConnectivityNode<Peer: Hashable & Sendable>: Sendable {
             choosePath(pair, for: peer, now: now)
         case .pairFailed(let pair):
             // A relayed pair that died may mean a dead relay: measure it now rather than at the
-            // next interval.
-            if case .relay(let relayed) = pair.via, let i = relays.firstIndex(where: { $0.relayedAddress == relayed }),
-               relays[i].probe == nil {
-                sendProbe(i, now: now)
+            // next interval; and check that it still holds our allocation (it may have restarted,
+            // or our address changed: a 437 then re-allocates at once).
+            if case .relay(let relayed) = pair.via, let i = relays.firstIndex(where: { $0.relayedAddress == relayed }) {
+                if relays[i].probe == nil { sendProbe(i, now: now) }
+                relays[i].client?.checkAllocation(now: now)
+                drainRelay(i, now: now)
             }
         case .disconnected:
             connections[peer]?.pair = nil

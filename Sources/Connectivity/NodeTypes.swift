@@ -84,6 +84,9 @@ public struct NodeStats: Sendable, Equatable {
     public var relayedDropped: UInt64 = 0
     public var allocationsMade: UInt64 = 0
     public var allocationsLost: UInt64 = 0
+    /// 437 answers: the relay lost our 5-tuple (it restarted, or our address changed); answered by
+    /// re-allocating and re-probing at once.
+    public var addressChanges: UInt64 = 0
 
     public init() {}
 }

@@ -173,6 +173,15 @@ public struct TURNClient: Sendable {
         installIfNeeded(permission: peer, now: now)
     }
 
+    /// Refreshes the allocation now rather than at its schedule: whether the server still holds
+    /// it (a 437 answer reports `allocationLost(.allocationMismatch)`). For a path through it that
+    /// stopped answering. Nothing happens unless allocated with no refresh in flight.
+    public mutating func checkAllocation(now: Timestamp) {
+        guard case .allocated = state, allocationRefreshAt != .distantFuture else { return }
+        allocationRefreshAt = .distantFuture  // until the answer
+        send(.refresh(lifetime: requestedLifetimeSeconds ?? grantedLifetimeSeconds), now: now)
+    }
+
     /// Binds a channel to `peer` (RFC 8656 §12) and returns its number (the same number when
     /// asked again); nil when all numbers in `channelRange` are in use. Also installs the
     /// permission for the peer's address, which the binding implies.

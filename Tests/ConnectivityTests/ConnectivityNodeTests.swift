@@ -340,6 +340,36 @@ struct ConnectivityNodeTests {
         #expect(message.attributes.contains(.channelNumber(number)))
     }
 
+    @Test("a relay that lost our allocation (437: it restarted, or our address changed) gets a new one at once, no cooldown")
+    func allocationMismatchReallocates() throws {
+        var net = NodeNet(relayDelays: [.milliseconds(5)])
+        net.blocked.insert(net.block(net.addresses[0].ip, net.addresses[1].ip))
+        net.run(seconds: 0.5)
+        net.connect()
+        net.run(seconds: 2, traffic: true)
+        let first = try #require(net.nodes[0].relayStatus.first?.relayed)
+        // The relay restarts: same address, no state. The next request on the old allocation
+        // (a permission or channel refresh, a Refresh) is answered 437.
+        var cfg = ServerConfig(realm: "fz.test", relayAddresses: [RelayAddress(bind: net.relays[0].address.ip)])
+        cfg.portRange = 50_200...50_300
+        net.relays[0].server = TURNServer(config: cfg, credentials: CredentialStore(realm: "fz.test", users: ["u": "p"], secrets: []),
+                                          sockets: NoSockets())
+        net.relays[0].server.updatePeerPolicy(PeerPolicy(defaultDeny: []))
+        let restart = net.now
+        net.run(seconds: 10, traffic: true)
+        let lost = try #require(net.events[0].firstIndex { if case .relayLost(_, let reason) = $0 { reason.contains("437") } else { false } })
+        let again = net.events[0][lost...].contains { if case .relayAllocated("r0", _) = $0 { true } else { false } }
+        #expect(again, "re-allocated on the same relay")
+        let now = try #require(net.nodes[0].relayStatus.first?.relayed)
+        #expect(now != first)
+        #expect(net.nodes[0].stats.addressChanges >= 1)
+        // The dead pair is noticed (1.5 s under traffic), the allocation checked (437), a new
+        // one made and signalled: data flows again within seconds, not at the next refresh.
+        let back = try #require(net.received[1].first { $0.0 > restart + .milliseconds(100) }?.0)
+        #expect(back - restart < .seconds(4), "\(back - restart)")
+        #expect(net.longestGap(1, after: back) < .milliseconds(200))
+    }
+
     @Test("a blocked direct path fails over to the warm relayed pair within 2 s while traffic flows")
     func directToRelayedFailover() throws {
         var net = NodeNet()

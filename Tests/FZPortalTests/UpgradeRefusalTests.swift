@@ -79,7 +79,7 @@ struct UpgradeRefusalTests {
         }
     }
 
-    @Test("a registered public key does not take over: a second connection is refused while the first is online, and an offline gateway's authorizations go back only to its own token")
+    @Test("a registered public key does not take over: another token's connection is refused while the first is online, the same token's replaces it, and an offline gateway's authorizations go back only to its own token")
     func takeover() async throws {
         let h = try await ControlHarness()
         let other = try IssuedToken.issue(name: "stolen-site-token", scope: .site, subject: h.site.id.rawValue, now: Fixture.now)
@@ -91,12 +91,11 @@ struct UpgradeRefusalTests {
             let psk = try #require(auth["preshared_key"])
             let key = Self.q(Fixture.key(101).base64)
 
-            // While it is online: another site token with its key is refused (409), so is the
-            // same token; the original keeps working.
+            // While it is online: another site token with its key is refused (409); the
+            // original keeps working.
             let second = try rawUpgrade(port: port, "/api/v1/ws/gateway?public_key=\(key)", token: other.secret.presented)
             #expect(second.status == 409)
             #expect(second.body.contains(#""field":"public_key""#))
-            #expect(try rawUpgrade(port: port, "/api/v1/ws/gateway?public_key=\(key)", token: h.siteToken).status == 409)
             gw.send(#"{"v":1,"type":"ping"}"#)
             _ = try await gw.next("pong")
 
@@ -114,15 +113,25 @@ struct UpgradeRefusalTests {
             // The gateway itself, with its own token, gets them back.
             let (back, backInit) = try await h.peer(port, "gateway", token: h.siteToken, ["public_key": Fixture.key(101).base64, "name": "gw101"])
             #expect(backInit.array("authorizations").map { $0["preshared_key"] as? String } == [psk])
-            back.close()
+            // The same token and key again while `back` is online (it moved to another network
+            // and its old connection is not yet known dead): the newcomer replaces it at once.
+            let (moved, movedInit) = try await h.peer(port, "gateway", token: h.siteToken, ["public_key": Fixture.key(101).base64, "name": "gw101"])
+            #expect(movedInit["gateway_id"] == gwID)
+            #expect(movedInit.array("authorizations").map { $0["preshared_key"] as? String } == [psk])
+            #expect(await back.closed())
+            moved.close()
 
-            // Clients: a second connection with alice's key is refused; the first still gets
-            // the answers to its own requests.
-            let dup = try rawUpgrade(port: port, "/api/v1/ws/client?public_key=\(Self.q(Fixture.key(1).base64))", token: h.aliceToken)
+            // Clients: a second connection with alice's key and another actor's token is refused;
+            // the first still gets the answers to its own requests. Alice's own token replaces it.
+            let dup = try rawUpgrade(port: port, "/api/v1/ws/client?public_key=\(Self.q(Fixture.key(1).base64))", token: h.malloryToken)
             #expect(dup.status == 409)
             alice.send(#"{"v":1,"type":"ping"}"#)
             _ = try await alice.next("pong")
-            alice.close()
+            let (again, _) = try await h.client(port, key: 1)
+            #expect(await alice.closed())
+            again.send(#"{"v":1,"type":"ping"}"#)
+            _ = try await again.next("pong")
+            again.close()
         }
     }
 

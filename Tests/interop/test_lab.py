@@ -179,3 +179,17 @@ def test_five_percent_loss_on_every_wan_link_still_connects(lab_factory):
     took = _fetch(lab, within=20)
     print(f"5 % loss: first fetch after {took:.2f}s, path {_path(lab)}")
     assert _path(lab).startswith(("direct", "relayed"))
+
+
+def test_the_tunnel_recovers_when_the_client_site_changes_its_public_address(lab_factory):
+    lab = lab_factory("easy", "easy")
+    lab.start_all()
+    _fetch(lab, within=10)
+    lab.roam_client()
+    cut = time.monotonic()
+    _fetch(lab, within=20, attempt=0.5)
+    took = time.monotonic() - cut
+    print(f"roaming: fetched again after {took:.2f}s, path {_path(lab)}")
+    # Every pair and both relay allocations die with the old address: the relay's 437 on the
+    # allocation check re-allocates, new candidates are signalled, ICE finds a path again.
+    assert took < 6, f"{took:.2f}s\n{lab.logs()}"

@@ -142,11 +142,19 @@ public actor Broker {
         _ identity: PeerIdentity, source: IPAddress?, token: TokenID? = nil, tokenExpiresAt: UnixTime? = nil,
         outbox: AsyncStream<Outgoing>.Continuation
     ) async throws -> PeerID {
-        // One live connection per public key: a second one (a copy of the key, or a peer whose
-        // old connection is not yet known dead — the heartbeat finds that within two periods)
-        // is refused, and never receives what the first one's requests are answered with.
+        // One live connection per public key. A second one with the same token is the same
+        // principal coming back before its old connection is known dead (a NAT rebinding, a
+        // new network, a laptop waking up: the heartbeat would take two periods to notice), and
+        // replaces it. With another token (a copy of the key) it is refused, and never receives
+        // what the first one's requests are answered with.
         let key = Self.key(identity)
         if let key {
+            if let old = keyPeers[key], let token, peers[old]?.token == token, !connectingKeys.contains(key) {
+                logger.notice("the same key and token connected again: replacing the old connection",
+                              metadata: ["peer": "\(describe(peers[old]!.kind))"])
+                peers[old]!.outbox.yield(.close(reason: "replaced by a newer connection of this key and token"))
+                disconnect(old)
+            }
             guard keyPeers[key] == nil, !connectingKeys.contains(key) else { throw BrokerError.alreadyConnected }
             connectingKeys.insert(key)
         }
@@ -588,7 +596,8 @@ public actor Broker {
     /// (asked before the upgrade; `connect` decides again).
     func refusal(_ identity: PeerIdentity, token: TokenID) async -> BrokerError? {
         guard let key = Self.key(identity) else { return nil }
-        if keyPeers[key] != nil || connectingKeys.contains(key) { return .alreadyConnected }
+        if connectingKeys.contains(key) { return .alreadyConnected }
+        if let old = keyPeers[key], peers[old]?.token != token { return .alreadyConnected }
         let known = (try? await isKnown(identity)) ?? false
         if !known {
             let hourAgo = ContinuousClock.now - .seconds(3600)
