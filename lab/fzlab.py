@@ -112,7 +112,9 @@ class Binaries:
 
 
 class Lab:
-    def __init__(self, bins: Binaries, workdir: Path, client_nat: str = "easy", gateway_nat: str = "easy", gateways: int = 2):
+    def __init__(self, bins: Binaries, workdir: Path, client_nat: str = "easy", gateway_nat: str = "easy", gateways: int = 2,
+                 filters: tuple[str, ...] = ("tcp/80",)):
+        self.filters = filters
         for nat in (client_nat, gateway_nat):
             if nat not in ("none", "easy", "hard"):
                 raise LabError(f"unknown NAT flavour {nat!r} (none, easy, hard)")
@@ -288,7 +290,7 @@ class Lab:
     def provision(self) -> None:
         self.site = self.cli("site", "create", "office")
         self.resource = self.cli("resource", "create", "--site", self.site["id"], "--address", f"{self.resource_ip}/32",
-                                 "--filter", "tcp/80", "web")
+                                 *[a for f in self.filters for a in ("--filter", f)], "web")
         self.group = group = self.cli("group", "create", "staff")
         actor = self.cli("actor", "create", "alice")
         self.cli("membership", "add", "--group", group["id"], "--actor", actor["id"])
