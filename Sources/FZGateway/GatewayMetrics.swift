@@ -1,3 +1,4 @@
+import Connectivity
 import FZCore
 import Prometheus
 import FZTunnel
@@ -11,14 +12,18 @@ import WireGuard
 /// metrics object (nothing on the data path).
 public final class GatewayMetrics: Sendable {
     private let latest = Mutex(TunnelSnapshot())
+    /// Portal mode: the connectivity engine's relays and counters (`ConnectivityDriver.relays`).
+    private let connectivity: (@Sendable () -> (relays: [NodeRelayStatus], stats: NodeStats))?
 
-    public init() {}
+    public init(connectivity: (@Sendable () -> (relays: [NodeRelayStatus], stats: NodeStats))? = nil) {
+        self.connectivity = connectivity
+    }
 
     public func publish(_ snapshot: TunnelSnapshot) { latest.withLock { $0 = snapshot } }
 
     public var snapshot: TunnelSnapshot { latest.withLock { $0 } }
 
-    public func render() -> String { Self.render(self.snapshot) }
+    public func render() -> String { Self.render(self.snapshot, connectivity: connectivity?()) }
 
     static var counterFields: [(KeyPath<TunnelCounters, UInt64>, String, String)] {[
         (\.tunPacketsRead, "tun_reads", "Reads from the TUN interface (one may be a TSO segment of many packets)."),
@@ -42,7 +47,7 @@ public final class GatewayMetrics: Sendable {
         (\.droppedMalformedChannelData, "malformed_channel_data"),
     ]}
 
-    static func render(_ s: TunnelSnapshot) -> String {
+    static func render(_ s: TunnelSnapshot, connectivity: (relays: [NodeRelayStatus], stats: NodeStats)? = nil) -> String {
         let r = PrometheusCollectorRegistry()
         func name(_ base: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
             MetricNameDescriptor(namespace: "fz", subsystem: "gateway", metricName: base, unitName: unit, helpText: help)
@@ -74,6 +79,25 @@ public final class GatewayMetrics: Sendable {
             counter("peer_dropped", p.stats.dropped.total, key, help: "The peer's datagrams the WireGuard core dropped.")
             gauge("peer_last_handshake", unit: "seconds", p.lastHandshakeUnixSeconds ?? 0, key,
                   help: "Unix time of the last completed handshake with the peer (0: none yet).")
+        }
+        for kind in ["direct", "relayed", "roaming"] {
+            gauge("paths", Double(s.peers.filter { $0.path == kind }.count), [("kind", kind)],
+                  help: "Peers by where their datagrams go: direct (ICE), relayed (through a TURN relay) or roaming (no ICE path).")
+        }
+        if let c = connectivity {
+            for relay in c.relays {
+                let labels = [("relay", relay.name)]
+                gauge("relay_rtt", unit: "seconds", relay.rtt.map { Double($0.components.attoseconds) / 1e18 + Double($0.components.seconds) } ?? 0,
+                      labels, help: "Median STUN Binding round trip to the relay (0: not measured yet).")
+                gauge("relay_reachable", relay.reachable ? 1 : 0, labels, help: "1 while the relay answers its probes.")
+                gauge("relay_allocated", relay.relayed == nil ? 0 : 1, labels, help: "1 while the gateway holds an allocation on the relay.")
+            }
+            let st = c.stats
+            counter("relay_allocations", st.allocationsMade, help: "TURN allocations made on relays.")
+            counter("relay_allocations_lost", st.allocationsLost, help: "TURN allocations lost (relay dead, expired, or 437).")
+            counter("address_changes", st.addressChanges, help: "437 answers: a relay lost our 5-tuple (it restarted, or our address changed).")
+            counter("probes", st.probesSent, help: "STUN Binding probes sent to relays.")
+            counter("probes_timed_out", st.probesTimedOut, help: "Relay probes that went unanswered.")
         }
         return r.emitToString()
     }

@@ -130,7 +130,8 @@ public enum PortalGateway {
         let readiness = Readiness()
         var endpoint: MetricsServer?
         if let address = settings.metricsListen {
-            let metrics = GatewayMetrics()
+            let relays = driver.relayPublication
+            let metrics = GatewayMetrics { relays.read() }
             plane.metrics = { metrics.publish($0) }
             endpoint = MetricsServer(address: address, readiness: readiness, metrics: metrics, logger: logger)
         }

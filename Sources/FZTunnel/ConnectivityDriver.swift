@@ -41,6 +41,8 @@ public final class ConnectivityDriver: DataPlaneCompanion {
     private let trafficInterval: Duration = .milliseconds(200)
     private let published = Mutex<[PeerID: LinkStatus]>([:])
     private var current: [PeerID: LinkStatus] = [:]
+    /// What `relays()` returns, readable from any thread (e.g. a metrics endpoint) without the driver.
+    public let relayPublication = RelayPublication()
 
     /// Installs itself as `plane`'s connectivity hook and companion; call before `plane.attach`.
     /// `hostAddresses`: what to announce as host candidates (the machine's addresses, minus the
@@ -99,6 +101,12 @@ public final class ConnectivityDriver: DataPlaneCompanion {
     /// The links of every connected peer (any thread).
     public func links() -> [PeerID: LinkStatus] { published.withLock { $0 } }
 
+    /// The relays as last measured and the engine's counters (any thread; refreshed every 200 ms
+    /// while there are peers, and on every relay event).
+    public func relays() -> (relays: [NodeRelayStatus], stats: NodeStats) { relayPublication.read() }
+
+    private func publishRelays() { relayPublication.publish(node.relayStatus, node.stats) }
+
     // MARK: Companion
 
     public var nextDeadline: Timestamp { min(node.nextDeadline, nextTrafficCheck) }
@@ -112,6 +120,7 @@ public final class ConnectivityDriver: DataPlaneCompanion {
     /// Tells the agents whose peers moved data since the last look that traffic flows (fast
     /// liveness), and refreshes the published byte counts.
     private func checkTraffic(now: Timestamp) {
+        publishRelays()
         let peers = node.peers
         nextTrafficCheck = peers.isEmpty ? .distantFuture : now + trafficInterval
         var changed = false
@@ -152,7 +161,11 @@ public final class ConnectivityDriver: DataPlaneCompanion {
             t.bytes.withUnsafeBytes { _ = plane.send($0, to: t.destination) }
         }
         while let e = node.pollEvent() {
-            if case .path(let peer, let path, let pair) = e { apply(path, pair: pair, to: peer, now: now) }
+            switch e {
+            case .path(let peer, let path, let pair): apply(path, pair: pair, to: peer, now: now)
+            case .relayAllocated, .relayLost: publishRelays()
+            default: break
+            }
             onEvent?(e)
         }
     }
@@ -182,4 +195,12 @@ public final class ConnectivityDriver: DataPlaneCompanion {
         let copy = current
         published.withLock { $0 = copy }
     }
+}
+
+/// The engine's relays and counters as the loop thread last published them.
+public final class RelayPublication: Sendable {
+    private let latest = Mutex<(relays: [NodeRelayStatus], stats: NodeStats)>(([], NodeStats()))
+    public init() {}
+    func publish(_ relays: [NodeRelayStatus], _ stats: NodeStats) { latest.withLock { $0 = (relays, stats) } }
+    public func read() -> (relays: [NodeRelayStatus], stats: NodeStats) { latest.withLock { $0 } }
 }

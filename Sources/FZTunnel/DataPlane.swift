@@ -631,7 +631,13 @@ public final class DataPlane {
         for id in device.peerIDs {
             let peer = device[id]
             let last = peer.lastHandshake.map { unixNow - Double((now - $0).nanosecondsClamped) / 1e9 }
-            s.peers.append(.init(publicKey: peer.publicKey.base64, stats: peer.stats, lastHandshakeUnixSeconds: last))
+            var entry = TunnelSnapshot.PeerEntry(publicKey: peer.publicKey.base64, stats: peer.stats, lastHandshakeUnixSeconds: last)
+            switch state.path(of: id) {
+            case .direct?: entry.path = "direct"
+            case .relayed?: entry.path = "relayed"
+            case .roaming?, nil: entry.path = "roaming"
+            }
+            s.peers.append(entry)
         }
         return s
     }

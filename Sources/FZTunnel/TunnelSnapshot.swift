@@ -9,6 +9,8 @@ public struct TunnelSnapshot: Sendable, Equatable {
         public var stats: PeerStatistics
         /// Unix time of the last completed handshake (nil: none yet), as wg(8) `latest-handshake`.
         public var lastHandshakeUnixSeconds: Double?
+        /// `roaming`, `direct` or `relayed`: where its datagrams go.
+        public var path = "roaming"
     }
 
     public var counters = TunnelCounters()

@@ -249,6 +249,9 @@ def test_a_client_reaches_the_resource_through_the_portal_driven_gateway(site):
     assert "FAILED" in site.get(8080, timeout=2)
     m = site.metrics()
     assert m.get('fz_gateway_dropped_total{reason="filtered"}', 0) >= 1, m
+    # wireguard-go does no ICE: its peer roams; the engine's counters are exported (no relays here).
+    assert m.get('fz_gateway_paths{kind="roaming"}') == 1 and m.get('fz_gateway_paths{kind="direct"}') == 0, m
+    assert m.get("fz_gateway_relay_allocations_total") == 0, m
     # An address outside the resource (another host of the Site's LAN, serving port 80): dropped too.
     before = m.get('fz_gateway_dropped_total{reason="filtered"}', 0)
     assert "FAILED" in site.get(80, timeout=2, address=OUTSIDE)
