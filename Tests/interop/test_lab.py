@@ -5,9 +5,10 @@ tests run the daemons in it, as `scripts/demo.sh` does.
     swift build                                  # the four daemons, or FZ_*_BIN beside fz-gateway
     sudo python3 -m pytest -q Tests/interop/test_lab.py
 
-The expected paths (Linux conntrack filters address-and-port-dependently): direct when either side
-has no NAT or both map endpoint-independently (MASQUERADE), relayed when an endpoint-dependent side
-(--random-fully) faces a NAT.
+The expected paths (`fzlab.EXPECTED`; Linux conntrack filters address-and-port-dependently): direct
+when either side has no NAT or both map endpoint-independently (MASQUERADE), relayed when an
+endpoint-dependent side (--random-fully) faces a NAT. The `udp-blocked` row of the NAT lab issue
+needs TURN over TCP from the client, which does not exist yet.
 """
 
 from __future__ import annotations
@@ -60,12 +61,8 @@ def _fetch(lab: fzlab.Lab, within: float, attempt: float = 3) -> float:
         assert time.monotonic() - start < within, f"{body}\n{lab.logs()}"
 
 
-@pytest.mark.parametrize("client_nat,gateway_nat,expected", [
-    ("easy", "easy", "direct"),
-    ("none", "hard", "direct"),
-    ("hard", "easy", "relayed"),
-    ("hard", "hard", "relayed"),
-])
+@pytest.mark.parametrize("client_nat,gateway_nat,expected",
+                         [(c, g, fzlab.EXPECTED[(c, g)]) for c in ("none", "easy", "hard") for g in ("none", "easy", "hard")])
 def test_the_path_through_real_nat(lab_factory, client_nat, gateway_nat, expected):
     lab = lab_factory(client_nat, gateway_nat)
     lab.start_all()
