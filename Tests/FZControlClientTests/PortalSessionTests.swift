@@ -29,31 +29,31 @@ struct PortalSessionTests {
         let runner = Task { try await session.run { await events.append($0) } }
         defer { runner.cancel() }
 
-        let first = try await events.nextInit(within: .seconds(10))
+        let first = try await events.nextInit(within: .seconds(20))
         #expect(session.send(.ping))
-        _ = try await events.next(within: .seconds(5)) { if case .message(.pong) = $0 { true } else { false } }
+        _ = try await events.next(within: .seconds(15)) { if case .message(.pong) = $0 { true } else { false } }
 
         // kill -9: the socket dies with the process; the session notices and comes back to the
         // restarted portal (same database: the same gateway id).
         portal.signal(SIGKILL)
-        _ = try await events.next(within: .seconds(5)) { if case .disconnected = $0 { true } else { false } }
+        _ = try await events.next(within: .seconds(15)) { if case .disconnected = $0 { true } else { false } }
         try portal.start()
-        #expect(try await events.nextInit(within: .seconds(10)).gatewayId == first.gatewayId)
+        #expect(try await events.nextInit(within: .seconds(20)).gatewayId == first.gatewayId)
 
         // SIGSTOP: the process is alive but answers nothing; two heartbeats later the session
         // gives up on the connection. After SIGCONT it connects again.
         portal.signal(SIGSTOP)
-        _ = try await events.next(within: .seconds(5)) { if case .disconnected = $0 { true } else { false } }
+        _ = try await events.next(within: .seconds(15)) { if case .disconnected = $0 { true } else { false } }
         portal.signal(SIGCONT)
-        #expect(try await events.nextInit(within: .seconds(10)).gatewayId == first.gatewayId)
+        #expect(try await events.nextInit(within: .seconds(20)).gatewayId == first.gatewayId)
 
         // SIGTERM: the portal sends `reconnect` and closes; the session comes back once it is up.
         portal.signal(SIGTERM)
-        let reason = try await events.next(within: .seconds(10)) { if case .disconnected = $0 { true } else { false } }
+        let reason = try await events.next(within: .seconds(20)) { if case .disconnected = $0 { true } else { false } }
         if case .disconnected(let r) = reason { #expect(r.contains("reconnect")) }
         portal.waitExit()
         try portal.start()
-        #expect(try await events.nextInit(within: .seconds(10)).gatewayId == first.gatewayId)
+        #expect(try await events.nextInit(within: .seconds(20)).gatewayId == first.gatewayId)
         #expect(session.stats.connects == 4)
 
         // A token the portal does not know: refused with 401, not retried.

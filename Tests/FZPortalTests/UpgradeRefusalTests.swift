@@ -13,7 +13,7 @@ func rawUpgrade(port: Int, _ pathAndQuery: String, token: String) throws -> (sta
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw ValidationError(field: "socket", reason: "failed") }
     defer { close(fd) }
-    var tv = timeval(tv_sec: 5, tv_usec: 0)
+    var tv = timeval(tv_sec: 15, tv_usec: 0)  // a deadline: CI runs many suites in parallel on 2 cores
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
