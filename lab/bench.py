@@ -123,6 +123,19 @@ def iperf(lab: fzlab.Lab) -> float:
     return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
 
 
+def portal_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def portal_rss_kb(pid: int) -> int:
+    return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+
+
+def portal_peak_rss_kb(pid: int) -> int:
+    return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+
+
 def serving_gateway(lab: fzlab.Lab) -> str:
     return lab.gateway_name(lab.resource_status()["gateway"])
 
@@ -134,6 +147,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--bin-dir", required=True)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--crowd", type=int, default=21, help="clients in the crowd phase (the first one plus these connect at once)")
     parser.add_argument("--write-doc", type=Path)
     args = parser.parse_args(argv)
     bins = fzlab.Binaries(args.bin_dir)
@@ -194,6 +208,34 @@ def main(argv: list[str]) -> int:
             finally:
                 lab.close()
 
+    # The portal under a crowd: 20 clients connect at once and each fetches the resource.
+    with tempfile.TemporaryDirectory(prefix="fzl") as d:
+        lab = fzlab.Lab(bins, Path(d), clients=args.crowd)
+        try:
+            lab.start_all()
+            pid = lab.procs["portal"].pid
+            cpu0 = portal_cpu_seconds(pid)
+            started = time.monotonic()
+            ready = lab.start_more_clients()
+            fetches = [subprocess.Popen(["ip", "netns", "exec", lab.names[role], "curl", "-sS", "-o", "/dev/null", "-w",
+                                         "%{time_total}", "--max-time", "20", f"http://{lab.resource_ip}/"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                       for role in lab.client_roles[1:]]
+            times = []
+            for f in fetches:
+                out, err = f.communicate(timeout=60)
+                if f.returncode != 0:
+                    raise fzlab.LabError(f"a crowd client's fetch failed: {err.strip()}")
+                times.append(float(out) * 1000)
+            wall = time.monotonic() - started
+            cpu = portal_cpu_seconds(pid) - cpu0
+            results["crowd"] = {"clients": len(fetches), "ready_max_s": round(max(ready), 2), "fetch_median_ms": round(statistics.median(times)),
+                                "fetch_max_ms": round(max(times)), "portal_cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+                                "portal_rss_mb": round(portal_rss_kb(pid) / 1024), "portal_peak_rss_mb": round(portal_peak_rss_kb(pid) / 1024)}
+            print(json.dumps({"crowd": results["crowd"]}), flush=True)
+        finally:
+            lab.close()
+
     results["ratio_relayed_to_direct"] = round(results["iperf_relayed_mbps"] / max(1, results["iperf_direct_mbps"]), 2)
     print(json.dumps({"summary": results}), flush=True)
     if args.write_doc:
@@ -219,6 +261,7 @@ def write_doc(doc: Path, r: dict, args) -> None:
              f"| downtime at relay failover (kill -9 of the relay carrying the path, {rl['n']} kills) | median {rl['median_ms']} ms, worst {rl['max_ms']} ms | ≤ 2 s |",
              f"| iperf3 client → resource, direct | {r['iperf_direct_mbps']} Mbit/s | ≥ 1.0 × wireguard-go (not measured in this lab yet) |",
              f"| iperf3 client → resource, relayed through fz-relay | {r['iperf_relayed_mbps']} Mbit/s ({r['ratio_relayed_to_direct']} × direct) | ≥ 0.8 × direct |",
+             f"| {r['crowd']['clients']} clients connecting at once, each fetching once | all ready within {r['crowd']['ready_max_s']} s; fetch median {r['crowd']['fetch_median_ms']} ms, max {r['crowd']['fetch_max_ms']} ms; portal CPU {r['crowd']['portal_cpu_s']} s over {r['crowd']['wall_s']} s, RSS {r['crowd']['portal_rss_mb']} MB (peak {r['crowd']['portal_peak_rss_mb']} MB) | reported |",
              "", END]
     text = doc.read_text()
     block = "\n".join(lines)

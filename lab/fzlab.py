@@ -113,8 +113,12 @@ class Binaries:
 
 class Lab:
     def __init__(self, bins: Binaries, workdir: Path, client_nat: str = "easy", gateway_nat: str = "easy", gateways: int = 2,
-                 filters: tuple[str, ...] = ("tcp/80",)):
+                 filters: tuple[str, ...] = ("tcp/80",), clients: int = 1):
         self.filters = filters
+        if not 1 <= clients <= 50:
+            raise LabError("clients must be 1-50")
+        # The first client is "client"; more (for load) are client2, client3, ... on the same LAN.
+        self.client_roles = ["client"] + [f"client{k}" for k in range(2, clients + 1)]
         for nat in (client_nat, gateway_nat):
             if nat not in ("none", "easy", "hard"):
                 raise LabError(f"unknown NAT flavour {nat!r} (none, easy, hard)")
@@ -165,7 +169,7 @@ class Lab:
             self.ns(role, "sysctl", "-qw", s)
 
     def _build(self) -> None:
-        for role in ("core", "portal", "relay1", "relay2", "cnat", "client", "gnat", "resource"):
+        for role in ("core", "portal", "relay1", "relay2", "cnat", *self.client_roles, "gnat", "resource"):
             self.names[role] = self._ns(role)
         for i in range(1, self.gateway_count + 1):
             self.names[f"gw{i}"] = self._ns(f"gw{i}")
@@ -175,7 +179,7 @@ class Lab:
         for role, net in (("portal", 1), ("relay1", 2), ("relay2", 3)):
             self._link(n["core"], f"198.18.{net}.1/24", n[role], f"198.18.{net}.2/24")
             self.ns(role, "ip", "route", "add", "default", "via", f"198.18.{net}.1")
-        client_side = self._site("cnat", "client", 10, self.client_nat, ["client"])
+        client_side = self._site("cnat", "client", 10, self.client_nat, self.client_roles)
         gw_hosts = [f"gw{i}" for i in range(1, self.gateway_count + 1)] + ["resource"]
         gateway_side = self._site("gnat", "gateway", 20, self.gateway_nat, gw_hosts)
         # relay-2 is "far": what the sites send towards it waits FAR_DELAY_MS in a TUN device.
@@ -212,6 +216,8 @@ class Lab:
             self.ns(router, "iptables", "-A", "FORWARD", "-i", wan, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")
         self.ns(router, "ip", "addr", "add", f"{lan}.1/24", "dev", "lan")
         addresses = {"client": 2, "gw1": 11, "gw2": 12, "gw3": 13, "resource": 100}
+        for k in range(2, 51):
+            addresses[f"client{k}"] = 20 + k  # .22-.70
         for host in hosts:
             address = f"{lan}.{addresses[host]}"
             router_if, host_if = self._link(n[router], None, n[host], f"{address}/24")
@@ -355,6 +361,32 @@ class Lab:
         wait_for(lambda: proc.poll() is not None or n.ready(), 20, interval=0.05, what="fz-client's READY=1")
         if proc.poll() is not None:
             raise LabError(f"fz-client exited {proc.returncode}:\n{self.log('client')}")
+
+    def start_more_clients(self) -> list[float]:
+        """Starts client2..N at once (each its own identity and state directory); returns the
+        seconds each took to READY=1."""
+        started = time.monotonic()
+        waits = []
+        for role in self.client_roles[1:]:
+            n = self._notify(role)
+            proc = self.start(role, role, self.bins["fz-client"], "run", "--interface", "fz0", "--state-dir",
+                              str(self.workdir / f"{role}-state"),
+                              env={"FZ_PORTAL_URL": self.portal_url, "FZ_TOKEN": self.client_token, "NOTIFY_SOCKET": n.path})
+            waits.append((role, proc, n))
+        ready: dict[str, float] = {}
+        deadline = started + 60
+        while len(ready) < len(waits):
+            for role, proc, n in waits:
+                if role in ready:
+                    continue
+                if proc.poll() is not None:
+                    raise LabError(f"{role} exited {proc.returncode}:\n{self.log(role)}")
+                if n.ready():
+                    ready[role] = time.monotonic() - started
+            if time.monotonic() > deadline:
+                raise LabError(f"only {len(ready)} of {len(waits)} clients became ready within 60 s")
+            time.sleep(0.05)  # polling the notify sockets with a deadline
+        return [ready[r] for r, _, _ in waits]
 
     def start_all(self) -> None:
         self.start_portal()
