@@ -447,17 +447,20 @@ class Lab:
         return "\n".join(f"--- {name}\n{self.log(name)[-tail:]}" for name in self.procs)
 
 
-def demo(bins: Binaries, client_nat: str, gateway_nat: str, keep_logs: Path | None) -> int:
+def demo(bins: Binaries, client_nat: str, gateway_nat: str, keep_logs: Path | None, clients: int = 1) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="fzl") as d:
         workdir = Path(d)
         lab = None
         try:
-            lab = Lab(bins, workdir, client_nat=client_nat, gateway_nat=gateway_nat)
+            lab = Lab(bins, workdir, client_nat=client_nat, gateway_nat=gateway_nat, clients=clients)
             print(f"lab: client NAT {client_nat}, gateway NAT {gateway_nat}; portal {PORTAL}, relays {RELAY1} (near) and "
                   f"{RELAY2} (far, +{FAR_DELAY_MS} ms), 2 gateways, resource {lab.resource_ip}", flush=True)
             lab.start_all()
+            if clients > 1:
+                ready = lab.start_more_clients()
+                print(f"lab: {clients - 1} more clients up, the last ready after {max(ready):.2f} s", flush=True)
             print("lab: fz-portal, 2 fz-relays, 2 fz-gateways and fz-client are up; provisioned with the fz-portal CLI",
                   flush=True)
             url = f"http://{lab.resource_ip}/"
@@ -579,6 +582,7 @@ def main(argv: list[str]) -> int:
     d.add_argument("--client-nat", default="easy", choices=("none", "easy", "hard"))
     d.add_argument("--gateway-nat", default="easy", choices=("none", "easy", "hard"))
     d.add_argument("--keep-logs", type=Path, help="copy every daemon's log here")
+    d.add_argument("--clients", type=int, default=1, help="clients on the client site (1-50); the first one fetches")
     m = sub.add_parser("matrix", help="client NAT x gateway NAT (none, easy, hard): the path and a fetch for each pair")
     m.add_argument("--json", action="store_true", help="one JSON object per pair")
     m.add_argument("--write-doc", type=Path, help="replace the generated table in this file (docs/connectivity.md)")
@@ -600,7 +604,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "matrix":
             return matrix(bins, args.json, args.write_doc)
-        return demo(bins, args.client_nat, args.gateway_nat, args.keep_logs)
+        return demo(bins, args.client_nat, args.gateway_nat, args.keep_logs, args.clients)
     except KeyboardInterrupt:
         print("demo: FAILED: interrupted")
         return 130
