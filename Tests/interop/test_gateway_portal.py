@@ -59,14 +59,20 @@ CLIENT_SESSION = textwrap.dedent("""
     asyncio.run(main(*sys.argv[1:5]))
 """)
 
+# HTTPServer.server_bind resolves the address back to a name (socket.getfqdn), which waits for a
+# DNS server a namespace cannot reach: bind as a plain TCPServer instead.
 HTTP_SERVER = textwrap.dedent("""
-    import http.server, sys
+    import http.server, socketserver, sys
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             body = ("resource on port " + sys.argv[2]).encode()
             self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
         def log_message(self, *a): pass
-    http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+    class S(http.server.HTTPServer):
+        def server_bind(self):
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = self.server_address[:2]
+    S((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 """)
 
 HTTP_GET = textwrap.dedent("""
