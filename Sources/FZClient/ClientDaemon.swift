@@ -118,7 +118,6 @@ final class ClientCore: DataPlaneCompanion, @unchecked Sendable {
     private let logger: Logger
     private let send: @Sendable (FromClient) -> Void
     private var ready = false
-    private var refused: UInt64 = 0
     private let wallOffset: Int64
     private let published = Mutex<Published>(Published())
 
@@ -242,7 +241,6 @@ final class ClientCore: DataPlaneCompanion, @unchecked Sendable {
             case .refuse(let packets):
                 for p in packets {
                     guard let reply = Unreachable.reply(to: p) else { continue }
-                    refused &+= 1
                     reply.withUnsafeBytes { plane.writeInbound($0) }
                 }
             }

@@ -453,15 +453,17 @@ public final class DataPlane {
         case .wireGuard(let payload, let relay, let channel):
             guard payload.lowerBound >= 0, payload.upperBound <= datagram.count else { return }
             counters.channelDataReceived &+= 1
-            receiveWireGuard(UnsafeRawBufferPointer(rebasing: datagram[payload]), from: relay, channel: channel, now: now)
+            receiveWireGuard(UnsafeRawBufferPointer(rebasing: datagram[payload]), from: relay, channel: channel,
+                             unclaimed: true, now: now)
         }
     }
 
     /// One WireGuard message, straight from `source` or (`channel` set) unwrapped from ChannelData
     /// that relay sent: a handshake or cookie reply goes back the way the message came.
     @inline(__always)
+    /// `unclaimed`: it came through the connectivity hook, not on a channel a peer owns.
     private func receiveWireGuard(_ datagram: UnsafeRawBufferPointer, from source: SocketAddress, channel: UInt16?,
-                                  now: Timestamp) {
+                                  unclaimed: Bool = false, now: Timestamp) {
         let handshake = Self.isHandshakeMessage(datagram)
         if handshake { updateLoadState(now: now) }
         let (peer, result) = state.device.decapsulate(datagram, from: source, into: scratch, now: now)
@@ -473,7 +475,8 @@ public final class DataPlane {
         // A peer that has no path yet (ICE has not selected one on this side) and speaks to us
         // through a relay channel is answered through it: its roaming endpoint alone would be the
         // relay's address without the channel, where a bare WireGuard datagram is dropped.
-        if let peer, let channel, result.isAuthenticated, case .roaming? = state.path(of: peer) {
+        // Only for datagrams the hook unwrapped: a channel a peer owns is already its path.
+        if unclaimed, let peer, let channel, result.isAuthenticated, case .roaming? = state.path(of: peer) {
             state.setPath(.relayed(relay: source, channel: channel), of: peer)
         }
         switch result {
